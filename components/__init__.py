@@ -1,0 +1,1 @@
+"""gliomagrade.components: thin adapter over the domain code."""

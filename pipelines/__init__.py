@@ -1,0 +1,1 @@
+"""gliomagrade.pipelines: thin adapter over the domain code."""

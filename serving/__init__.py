@@ -1,0 +1,1 @@
+"""gliomagrade.serving: thin adapter over the domain code."""

@@ -1,0 +1,1 @@
+from gliomagrade.cli import main; import sys; sys.exit(main())
