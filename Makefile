@@ -36,3 +36,6 @@ clean: ## remove the environment and generated outputs
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
 
 .PHONY: help venv demo test lint clean
+
+# cluster bring-up and offline manifest checks
+include mk/cluster.mk

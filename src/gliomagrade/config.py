@@ -25,17 +25,36 @@ class PreprocessConfig(_Section):
 
     grid: tuple[int, int, int] = (64, 64, 64)
     """Output grid (D, H, W) covering the template brain's bounding box plus ``margin_mm``."""
-    margin_mm: float = 8.0
+    margin_mm: float = Field(8.0, ge=0)
     n4: bool = False
-    n4_shrink: int = 4
+    n4_shrink: int = Field(4, ge=1)
+    """N4 runs on the input shrunk by this factor (the bias field is smooth); applied at full resolution."""
+    n4_iterations: tuple[int, ...] = (50, 50, 30)
+    """N4 iterations per fitting level (one level per entry)."""
     coregister: bool = True
     """Rigid mutual-information registration of t1/t2/flair to t1ce."""
     template_transform: Literal["rigid", "affine"] = "affine"
+    template_mask_dilate_mm: float = Field(4.0, ge=0)
+    """The template-registration metric samples the template brain dilated by this much (not the skull)."""
     skull_strip: bool = True
-    registration_sampling: float = Field(0.05, gt=0, le=1)
-    registration_shrink: tuple[int, ...] = (4, 2)
+    """True: inputs may carry a skull, the brain is the registered template brain (refined); False: inputs
+    are already skull-stripped (BraTS) and the brain is their non-zero region."""
+    skull_strip_refine: bool = True
+    """Remove voxels dark in every sequence from the template brain's border band."""
+    skull_strip_band_mm: float = Field(6.0, gt=0)
+    registration_spacing_mm: float = Field(2.0, ge=1)
+    """Isotropic spacing of the copies registration works on (the shrink factors are relative to it)."""
+    registration_shrink: tuple[int, ...] = (3, 1)
+    registration_sampling: float = Field(0.02, gt=0, le=1)
+    """Fraction of voxels sampled by the metric at the finest level (constant sample count per level)."""
+    registration_iterations: int = Field(100, ge=1)
     fov_tolerance: float = Field(0.25, ge=0)
     """Max relative difference of physical extent between sequences before a case is rejected."""
+    qc_template_metric_max: float = -0.25
+    """Mattes MI (negative, lower is better) above which template registration is flagged suspect."""
+    qc_coreg_metric_max: float = -0.15
+    qc_scale_range: tuple[float, float] = (0.75, 1.33)
+    qc_brain_ml_range: tuple[float, float] = (700.0, 2400.0)
     seed: int = 0
 
 
@@ -68,6 +87,19 @@ class TrainConfig(_Section):
     seed: int = 0
     num_threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    monitor: Literal["val_loss", "val_auc"] = "val_loss"
+    """Inner-validation quantity for early stopping and the kept (best) epoch; the loss is less noisy
+    than the AUC on small validation sets."""
+    min_delta: float = Field(1e-4, ge=0)
+    """Smallest improvement of ``monitor`` that resets the patience counter."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Architecture options passed to ``build_model`` (e.g. smallcnn ``channels``, ``norm``)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout before the linear head."""
+    loader_workers: int = Field(0, ge=0)
+    """DataLoader worker processes (``data_on_device: false`` path only)."""
+    n_boot: int = Field(2000, ge=100)
+    """Bootstrap resamples of the CIs computed when a run ends (metrics.json, report)."""
 
     @field_validator("sequences", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+# Cluster targets (filled in by the cluster/monitoring work).

@@ -1,0 +1,60 @@
+"""`glioma pipeline run --local`: optional synthetic cohort, the kfp.local run, and a printed summary."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+
+from gliomagrade.pipelines.runner import LocalRun, parse_params, run_local
+
+
+def prepare_cohort(args: argparse.Namespace, console: Console) -> str:
+    """The raw cohort to run on: the given one, or a synthetic one written under ``args.out``."""
+    if args.cohort:
+        return str(args.cohort) if "://" in str(args.cohort) else str(Path(args.cohort).resolve())
+    from gliomagrade.synth.cohort import write_cohort
+    from gliomagrade.synth.params import SynthParams
+
+    out = (args.out / f"synthetic-{args.synth}-seed{args.seed}").resolve()
+    if not (out / ".complete").exists():
+        console.print(f"[bold]Synthesising[/] {args.synth} cases at {args.resolution} mm -> {out}")
+        write_cohort(out, n=args.synth, seed=args.seed, layout="brats2020", workers=0,
+                     params=SynthParams(resolution=args.resolution))
+        (out / ".complete").write_text("ok\n")
+    else:
+        console.print(f"Reusing the synthetic cohort in {out}")
+    return str(out)
+
+
+def run_and_report(args: argparse.Namespace) -> int:
+    """Run the pipeline locally and print what it decided; exit 0 whether or not the gate passed."""
+    console = Console()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cohort = prepare_cohort(args, console)
+    registry = args.registry or str((args.out / "registry").resolve())
+    params = {"cohort_uri": cohort, "profile": args.profile, "registry_uri": registry, **parse_params(args.param)}
+    console.print(f"[bold]Running the pipeline with kfp.local[/] (pipeline root {args.out / 'kfp'})")
+    t0 = time.perf_counter()
+    run = run_local(params, args.out / "kfp")
+    elapsed = time.perf_counter() - t0
+    print_summary(run, console, registry, elapsed)
+    return 0
+
+
+def print_summary(run: LocalRun, console: Console, registry: str, elapsed: float) -> None:
+    """Print each step's Markdown summary and where the report, ONNX file and registry are."""
+    for step, text in run.summaries().items():
+        console.print(Panel(Markdown(text), title=step, expand=False))
+    report = run.artifact("evaluate", "report")
+    console.print(f"report:   {report / 'index.html' if report.is_dir() else report}")
+    onnx = sorted(run.root.glob("export/onnx_model/**/model.onnx"))
+    if onnx:
+        console.print(f"onnx:     {onnx[0]}")
+    console.print(f"registry: {registry}")
+    verdict = "rejected by the gate" if run.release.startswith("rejected") else f"released version {run.release}"
+    console.print(f"[bold]pipeline finished in {elapsed / 60:.1f} min: {verdict}[/]")

@@ -1,0 +1,129 @@
+"""The device-level pieces of training, torch-only so the benchmark can import them on a bare GPU box.
+
+One train step, batched inference, and the GPU settings of the full profile: bf16 autocast (no loss
+scaling needed: bf16 has fp32's exponent range), ``channels_last_3d`` for cuDNN's NDHWC kernels, TF32
+matmuls/convolutions, optional ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from gliomagrade.augment import AugmentConfig, augment_batch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but torch sees no CUDA GPU (torch {torch.__version__})")
+    return torch.device(name)
+
+
+def setup_backends(device: torch.device, *, num_threads: int = 0) -> None:
+    """TF32 and cuDNN autotuning on CUDA (fixed shapes); CPU thread count when given."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 autocast on CUDA when ``amp``; None (full precision) otherwise, CPU included."""
+    return torch.bfloat16 if amp and device.type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[None]:
+    """``torch.autocast`` for ``dtype``, or a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn.Module:
+    """Move to the device, in ``channels_last_3d`` layout when asked (CUDA only: it slows CPU convs)."""
+    model = model.to(device)
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def maybe_compile(model: nn.Module, enabled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(model)`` when enabled and available; the eager model (with a warning) otherwise."""
+    if not enabled:
+        return model
+    if not hasattr(torch, "compile"):
+        log.warning("torch %s has no torch.compile; running eagerly", torch.__version__)
+        return model
+    try:
+        return torch.compile(model)  # type: ignore[return-value]
+    except Exception as exc:  # noqa: BLE001 - compile is an optimisation; eager is correct
+        log.warning("torch.compile failed (%s); running eagerly", exc)
+        return model
+
+
+def prepare_batch(
+    x: torch.Tensor,
+    *,
+    channels_last: bool,
+    augment: AugmentConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """float16 batch -> float32 model input, augmented (on its device) when a config is given."""
+    if augment is not None:
+        if generator is None:
+            raise ValueError("augmentation needs a seeded torch.Generator")
+        x, _ = augment_batch(x, augment, generator)
+    else:
+        x = x.float()
+    if channels_last and x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def train_step(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimisation step; returns the detached loss (on the device: no sync per step)."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(x.device, dtype):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated float32 logits and labels of every batch (model must already be in eval mode)."""
+    logits, labels = [], []
+    for x16, y in batches:
+        x = prepare_batch(x16, channels_last=channels_last)
+        with autocast(x.device, dtype):
+            out = model(x)
+        logits.append(out.float())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(labels)

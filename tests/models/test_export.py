@@ -1,0 +1,106 @@
+"""ONNX export: checker, Triton layout and config, dynamic batch, parity, exact CAM at serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from gliomagrade.explain import cam_from_features, model_cam
+from gliomagrade.export import ExportError, ExportResult, export_onnx, load_head, ort_session
+from gliomagrade.models import GradingNet, build_model
+
+SHAPE = (4, 16, 16, 16)
+
+
+def _bn_trained(seed: int, **kw: object) -> GradingNet:
+    """A smallcnn after a few train steps: BN running stats differ from any batch's own statistics."""
+    torch.manual_seed(seed)
+    model = build_model("smallcnn", 4, 2, **kw)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(4, *SHAPE) * 2 + 1), torch.tensor([0, 1, 0, 1]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[GradingNet], ExportResult]:
+    folds = [_bn_trained(0), _bn_trained(1)]
+    out = tmp_path_factory.mktemp("repo")
+    result = export_onnx(
+        folds, out, model_name="glioma-grader", version=3, input_shape=SHAPE, temperature=1.7,
+        class_names=["LGG", "HGG"], sequences=["t1", "t1ce", "t2", "flair"], threshold=0.4,
+    )
+    return folds, result
+
+
+def test_triton_layout_and_config(ensemble: tuple[list[GradingNet], ExportResult]) -> None:
+    folds, result = ensemble
+    repo = result.model_dir
+    assert result.onnx_path == repo / "3" / "model.onnx" and result.config_path == repo / "config.pbtxt"
+    config = text_format.Parse(result.config_path.read_text(), model_config_pb2.ModelConfig())
+    assert config.name == repo.name == "glioma-grader"
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
+    assert not config.HasField("dynamic_batching")
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("image", model_config_pb2.TYPE_FP32, [4, 16, 16, 16])]
+    f_total = sum(m.feature_channels for m in folds)
+    assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [2]), ("features", [f_total, 2, 2, 2])]
+
+
+def test_graph_passes_checker_with_pinned_opset_and_dynamic_batch(ensemble: tuple[list[GradingNet], ExportResult]) -> None:
+    _, result = ensemble
+    proto = onnx.load(str(result.onnx_path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.version for o in proto.opset_import if o.domain == ""} == {17}
+    batch_dims = [o.type.tensor_type.shape.dim[0] for o in [*proto.graph.input, *proto.graph.output]]
+    assert all(d.dim_param == "N" and not d.dim_value for d in batch_dims)
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node), "BN should be folded (eval mode)"
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_ensemble_matches_mean_of_fold_logits_and_exact_cam(ensemble: tuple, batch: int) -> None:
+    folds, result = ensemble
+    x = torch.randn(batch, *SHAPE)
+    logits, fmap = ort_session(result.onnx_path).run(["logits", "features"], {"image": x.numpy()})
+    with torch.no_grad():
+        expected = torch.stack([m(x) for m in folds]).mean(0) / 1.7
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4)
+    assert fmap.shape == (batch, *result.feature_shape)
+    weight, bias, meta = load_head(result.head_path)
+    assert weight.shape == (2, fmap.shape[1]) and meta["class_names"] == ["LGG", "HGG"] and meta["threshold"] == 0.4
+    np.testing.assert_allclose(fmap.mean(axis=(2, 3, 4)) @ weight.T + bias, logits, atol=1e-5)
+    # the served CAM (ONNX features + head) is the mean of the fold CAMs (before ReLU, up to 1/T)
+    served = cam_from_features(fmap, weight, 1)
+    fold_raw = [np.einsum("bfdhw,f->bdhw", m.forward_with_features(x)[1].detach().numpy(),
+                          m.classifier.weight[1].detach().numpy()) for m in folds]
+    np.testing.assert_allclose(served, np.maximum(np.mean(fold_raw, 0) / 1.7, 0), atol=1e-4)
+    if batch == 1:  # a single model's CAM from its own features equals model_cam
+        single = model_cam(folds[0], x, 1)
+        assert single.shape == served.shape
+
+
+def test_single_instance_norm_model_exports(tmp_path: Path) -> None:
+    model = _bn_trained(2, norm="instance")
+    result = export_onnx(model, tmp_path, model_name="m", input_shape=SHAPE)
+    assert result.num_folds == 1 and result.max_abs_diff <= 1e-4
+    head = json.loads(result.head_path.read_text())
+    np.testing.assert_array_equal(np.asarray(head["weight"], np.float32), model.classifier.weight.detach().numpy())
+
+
+def test_parity_failure_and_bad_inputs_raise(tmp_path: Path) -> None:
+    model = _bn_trained(3)
+    with pytest.raises(ExportError, match="differ by"):
+        export_onnx(model, tmp_path, model_name="m", input_shape=SHAPE, tolerance=1e-12)
+    with pytest.raises(ExportError, match="num_classes=3"):
+        export_onnx([model, build_model("smallcnn", 4, 3)], tmp_path, model_name="m", input_shape=SHAPE)
+    with pytest.raises(ExportError, match=r"input_shape \(3, 16, 16, 16\)"):
+        export_onnx(model, tmp_path, model_name="m", input_shape=(3, 16, 16, 16))

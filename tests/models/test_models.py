@@ -1,0 +1,92 @@
+"""Networks: every name builds, shapes are right, and each wrapper computes exactly MONAI's network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks import nets
+
+from gliomagrade.errors import ConfigError
+from gliomagrade.models import MODEL_NAMES, GradingNet, build_model, to_monai_key
+
+GRID = (32, 32, 32)  # DenseNet121 needs >= 32 (five 2x downsamplings)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_builds_and_returns_logits_and_features(name: str) -> None:
+    # every channel count for the quick net, fewer for the big ones (building resnet34 costs seconds)
+    channels = {"smallcnn": (1, 2, 3, 4), "resnet18": (4,), "resnet34": (4,), "resnet50": (4,)}.get(name, (1, 4))
+    for in_channels in channels:
+        model = build_model(name, in_channels, 3).eval()
+        assert isinstance(model, GradingNet)
+        assert (model.name, model.in_channels, model.num_classes) == (name, in_channels, 3)
+        assert isinstance(model.classifier, torch.nn.Linear)
+        assert model.classifier.weight.shape == (3, model.feature_channels)
+        x = torch.randn(2, in_channels, *GRID)[: 2 if name == "smallcnn" else 1]
+        with torch.no_grad():
+            logits, fmap = model.forward_with_features(x)
+            assert torch.equal(logits, model(x))
+        assert logits.shape == (len(x), 3)
+        assert fmap.ndim == 5 and fmap.shape[:2] == (len(x), model.feature_channels)
+        floor = -0.279 if name == "efficientnet-b0" else 0.0  # trunk ends with its activation: Swish or ReLU
+        assert fmap.min() >= floor
+        # the head is exactly GAP + linear over the returned feature maps
+        manual = fmap.mean(dim=(2, 3, 4)) @ model.classifier.weight.T + model.classifier.bias
+        torch.testing.assert_close(logits, manual, rtol=1e-5, atol=1e-5)
+
+
+MONAI_NETS = {
+    "densenet121": lambda c, k: nets.DenseNet121(spatial_dims=3, in_channels=c, out_channels=k),
+    "resnet10": lambda c, k: nets.resnet10(n_input_channels=c, num_classes=k, conv1_t_stride=2,
+                                           shortcut_type="B", bias_downsample=False),
+    "resnet18": lambda c, k: nets.resnet18(n_input_channels=c, num_classes=k, conv1_t_stride=2, shortcut_type="A"),
+    "resnet50": lambda c, k: nets.resnet50(n_input_channels=c, num_classes=k, conv1_t_stride=2,
+                                           shortcut_type="B", bias_downsample=False),
+    "efficientnet-b0": lambda c, k: nets.EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=3,
+                                                        in_channels=c, num_classes=k),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MONAI_NETS))  # resnet34 differs from resnet18 by depth only
+def test_wrapper_is_monai_network_with_monai_names(name: str) -> None:
+    torch.manual_seed(0)
+    ours = build_model(name, 4, 2).eval()
+    ref = MONAI_NETS[name](4, 2).eval()
+    if name == "efficientnet-b0":
+        ref.set_swish(memory_efficient=False)
+        ref._dropout.p = 0.0
+    mapped = {to_monai_key(name, k): v for k, v in ours.state_dict().items()}
+    ref.load_state_dict(mapped, strict=True)  # every key maps one-to-one onto MONAI's names
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_resnet_defaults_follow_medicalnet_conventions() -> None:
+    from monai.networks.nets.resnet import resnet_params
+
+    for name in ("resnet10", "resnet18", "resnet34", "resnet50"):
+        _, layers, shortcut, bias, _ = resnet_params[name]
+        model = build_model(name, 1, 2)
+        assert (model.arch["shortcut_type"], model.arch["bias_downsample"]) == (shortcut, bias)
+        assert len(model.features.layer3) == layers[2]
+
+
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(ConfigError, match="valid names: smallcnn, densenet121"):
+        build_model("vgg16", 4, 2)
+
+
+def test_wrong_input_channels_say_found_vs_expected() -> None:
+    model = build_model("smallcnn", 4, 2)
+    with pytest.raises(ConfigError, match=r"shape \(1, 3, 16, 16, 16\), expected \(B, 4"):
+        model(torch.randn(1, 3, 16, 16, 16))
+
+
+def test_dropout_is_applied_before_the_head_only_in_training() -> None:
+    model = build_model("smallcnn", 1, 2, dropout=0.5)
+    x = torch.randn(2, 1, 16, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    assert isinstance(model.dropout, torch.nn.Dropout) and model.dropout.p == 0.5

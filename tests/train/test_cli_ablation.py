@@ -1,0 +1,64 @@
+"""`glioma experiment ablation` and `glioma train --fold` on a tiny cohort, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from train_fixtures import tiny_profile
+
+from gliomagrade.ablation import parse_sets
+from gliomagrade.cli import main
+from gliomagrade.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def profile_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("profile") / "tiny.yaml"
+    path.write_text(tiny_profile(epochs=1).to_yaml())
+    return path
+
+
+def test_ablation_writes_table_json_plot_with_paired_delta(cohort_dir: Path, profile_yaml: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "abl"
+    rc = main(["experiment", "ablation", "--cohort", str(cohort_dir), "--profile", str(profile_yaml),
+               "--out", str(out), "--sets", "t1ce,all", "--folds", "2", "--quiet"])
+    assert rc == 0
+    table = pd.read_csv(out / "ablation.csv")
+    assert table["variant"].tolist() == ["t1ce", "all"]
+    assert table["sequences"].tolist() == ["t1ce", "t1+t1ce+t2+flair"]
+    assert ((table["auc_lo"] <= table["auc"]) & (table["auc"] <= table["auc_hi"])).all()
+    full = table.set_index("variant").loc["all"]
+    assert full["best_single"] == "t1ce" and full["delta_lo"] <= full["delta_auc_vs_best_single"] <= full["delta_hi"]
+    per_subject = pd.read_csv(out / "ablation_oof.csv", dtype={"subject_id": str})
+    a, b = (per_subject[per_subject["variant"] == v].set_index("subject_id") for v in ("t1ce", "all"))
+    assert sorted(a.index) == sorted(b.index) and (a["fold"] == b.loc[a.index, "fold"]).all()
+    assert not np.allclose(a["prob_HGG"], b.loc[a.index, "prob_HGG"])
+    meta = json.loads((out / "t1ce" / "folds" / "0" / "meta.json").read_text())
+    assert meta["sequences"] == ["t1ce"] and meta["in_channels"] == 1
+    assert json.loads((out / "ablation.json").read_text())["variants"][1]["variant"] == "all"
+    assert (out / "ablation.png").stat().st_size > 1000
+
+
+def test_parse_sets() -> None:
+    assert parse_sets("t1ce, all,flair+t1ce") == [
+        ("t1ce", ("t1ce",)), ("all", ("t1", "t1ce", "t2", "flair")), ("flair+t1ce", ("t1ce", "flair"))]
+    with pytest.raises(ConfigError, match="t3"):
+        parse_sets("t1,t3")
+
+
+def test_train_single_fold_defers_evaluation(cohort_dir: Path, profile_yaml: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(profile_yaml), "--out", str(tmp_path),
+               "--fold", "1", "--sequences", "flair,t1ce", "--quiet"])
+    assert rc == 0
+    assert "1 of 3 folds finished" in capsys.readouterr().out
+    assert (tmp_path / "folds" / "1" / "meta.json").is_file() and not (tmp_path / "folds" / "0").exists()
+    assert not (tmp_path / "oof.csv").exists()
+    assert json.loads((tmp_path / "folds" / "1" / "meta.json").read_text())["sequences"] == ["t1ce", "flair"]
+    assert main(["train", "--cohort", str(cohort_dir), "--profile", str(profile_yaml), "--out", str(tmp_path),
+                 "--fold", "7", "--quiet"]) == 2

@@ -1,0 +1,112 @@
+"""Model behaviour through fit_fold: it learns a separable toy task, and a resumed fold equals an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_fixtures import tiny_profile, write_cohort
+
+from gliomagrade.checkpoint import load_checkpoint
+from gliomagrade.cv import make_splits
+from gliomagrade.data import Cohort, load_cohort
+from gliomagrade.train import STATE_FILE, EpochRecord, fit_fold
+
+
+class Interrupt(Exception):
+    """Raised by a callback to simulate a crash after an epoch's state was saved."""
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
+    return load_cohort(write_cohort(tmp_path_factory.mktemp("toy"), n=30, seed=3), progress=False)
+
+
+def _history(fold_dir: Path) -> list[dict]:
+    return json.loads((fold_dir / "log.json").read_text())
+
+
+def test_fit_fold_learns_a_separable_task(toy: Cohort, tmp_path: Path) -> None:
+    cfg = tiny_profile(epochs=6, augment=False).train
+    split = make_splits(toy.labels, toy.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
+    res = fit_fold(toy, split, cfg, tmp_path / "f0", progress=False)
+    hist = _history(tmp_path / "f0")
+    assert len(hist) == 6
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+    assert min(h["val_loss"] for h in hist[1:]) < hist[0]["val_loss"]
+    assert max(h["val_auc"] for h in hist) >= 0.9
+    # the kept model is the best epoch's, and it separates the held-out test fold
+    assert res.meta["best_epoch"] == int(np.argmin([h["val_loss"] for h in hist]))
+    prob_hgg = torch.softmax(torch.from_numpy(res.test_logits), 1)[:, 1].numpy()
+    assert prob_hgg[res.test_labels == 1].mean() > prob_hgg[res.test_labels == 0].mean() + 0.2
+    assert 0 < res.meta["threshold"] < 1 and res.meta["temperature"] > 0
+    assert res.meta["class_names"] == ["LGG", "HGG"] and res.meta["sequences"] == ["t1", "t1ce", "t2", "flair"]
+    assert not (tmp_path / "f0" / STATE_FILE).exists(), "the epoch state is removed once the fold is final"
+    model, meta = load_checkpoint(tmp_path / "f0")
+    x = toy.images[torch.from_numpy(split.test)].float()
+    with torch.no_grad():
+        assert np.allclose(model(x).numpy(), res.test_logits, atol=1e-4)
+
+
+def test_resumed_fold_repeats_the_uninterrupted_one(toy: Cohort, tmp_path: Path) -> None:
+    cfg = tiny_profile(epochs=3, augment=True).train
+    split = make_splits(toy.labels, toy.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[1]
+    straight = fit_fold(toy, split, cfg, tmp_path / "a", progress=False)
+
+    def crash_after_first(rec: EpochRecord) -> None:
+        if rec.epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_fold(toy, split, cfg, tmp_path / "b", callbacks=[crash_after_first], progress=False)
+    assert (tmp_path / "b" / STATE_FILE).is_file() and not (tmp_path / "b" / "meta.json").exists()
+    seen: list[int] = []
+    resumed = fit_fold(toy, split, cfg, tmp_path / "b", callbacks=[lambda r: seen.append(r.epoch)],
+                       progress=False)
+    assert seen == [1, 2], "the rerun must continue after the saved epoch"
+    a, b = _history(tmp_path / "a"), _history(tmp_path / "b")
+    assert [h["epoch"] for h in b] == [0, 1, 2]
+    for ha, hb in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss", "val_auc", "lr", "best"):
+            assert ha[key] == pytest.approx(hb[key], rel=1e-5, abs=1e-6), key
+    assert np.allclose(straight.test_logits, resumed.test_logits, atol=1e-5)
+    assert straight.meta["best_epoch"] == resumed.meta["best_epoch"]
+
+
+def test_who_task_fold_is_multiclass_without_threshold(cohort_dir: Path, tmp_path: Path) -> None:
+    cohort = load_cohort(cohort_dir, task="who", progress=False)
+    cfg = tiny_profile(epochs=1, task="who", imbalance="balanced_sampler").train
+    split = make_splits(cohort.labels, cohort.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[2]
+    res = fit_fold(cohort, split, cfg, tmp_path, progress=False)
+    assert res.test_logits.shape == (len(split.test), 3)
+    assert res.meta["class_names"] == ["WHO-II", "WHO-III", "WHO-IV"] and res.meta["threshold"] is None
+    counts = res.meta["val_metrics"]["class_counts"]
+    assert res.meta["num_classes"] == 3 and sum(counts) == len(split.val) and min(counts) >= 1
+
+
+def test_pretrained_weights_seed_the_fold_model(cohort_dir: Path, tmp_path: Path) -> None:
+    """A local MedicalNet-style file (MONAI ResNet10, 1 input channel) initialises the trunk; no silent skip."""
+    from monai.networks.nets import resnet10
+
+    from gliomagrade.errors import ConfigError
+    from gliomagrade.train import _new_trainer
+
+    source = resnet10(spatial_dims=3, n_input_channels=1, num_classes=1, shortcut_type="B", bias_downsample=False)
+    path = tmp_path / "medicalnet_resnet10.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    cohort = load_cohort(cohort_dir, progress=False)
+    split = make_splits(cohort.labels, cohort.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
+    cfg = tiny_profile(model="resnet10", model_kwargs={}, pretrained=str(path)).train
+    tr = _new_trainer(cohort, split, cfg, None, torch.device("cpu"))  # type: ignore[arg-type]
+    ours = tr.model.state_dict()
+    assert torch.equal(ours["features.layer1.0.conv1.weight"], source.state_dict()["layer1.0.conv1.weight"])
+    assert ours["features.conv1.weight"].shape[1] == 4  # stem adapted to the four sequences
+    bad = tmp_path / "not_weights.pt"
+    torch.save({"state_dict": {"whatever.weight": torch.zeros(2)}}, bad)
+    with pytest.raises(ConfigError, match="unrecognised state dict"):
+        _new_trainer(cohort, split, tiny_profile(model="resnet10", model_kwargs={}, pretrained=str(bad)).train,
+                     None, torch.device("cpu"))  # type: ignore[arg-type]
