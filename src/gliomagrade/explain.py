@@ -27,7 +27,11 @@ ArrayLike = torch.Tensor | NDArray[np.floating]
 
 
 def _as_tensor(a: ArrayLike) -> torch.Tensor:
-    return a.detach().float().cpu() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a, np.float32))
+    return (
+        a.detach().float().cpu()
+        if isinstance(a, torch.Tensor)
+        else torch.as_tensor(np.asarray(a, np.float32))
+    )
 
 
 def cam_from_features(
@@ -43,7 +47,9 @@ def cam_from_features(
     exactly the class logit (without it, the mean is the logit minus the bias). Returns ``(d, h, w)`` or ``(B, d, h, w)`` float32.
     """
     if not isinstance(class_index, int | np.integer) or isinstance(class_index, bool):
-        raise TypeError(f"class_index must be an int, got {type(class_index).__name__} (bias is keyword-only)")
+        raise TypeError(
+            f"class_index must be an int, got {type(class_index).__name__} (bias is keyword-only)"
+        )
     f, w = _as_tensor(fmap), _as_tensor(weight)
     single = f.ndim == 4
     if single:
@@ -85,7 +91,9 @@ def model_cam(model: nn.Module, x: torch.Tensor, class_index: int) -> NDArray[np
     return cam_from_features(fmap, model.classifier.weight, class_index)  # type: ignore[arg-type]
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int, layer: str = "features") -> NDArray[np.float32]:
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, class_index: int, layer: str = "features"
+) -> NDArray[np.float32]:
     """Grad-CAM at ``layer`` (a named submodule): ``ReLU(sum_f mean_v(dlogit/dA_f) * A_f)``, ``(B, d, h, w)``.
 
     Runs in eval mode, leaves ``.grad`` of the parameters untouched and removes its hook afterwards.
@@ -131,7 +139,9 @@ def tumour_mask(seg: NDArray[np.integer]) -> NDArray[np.bool_]:
 def _check_same_grid(cam: NDArray[np.floating], mask: NDArray[np.generic]) -> tuple[NDArray, NDArray]:
     cam, mask = np.asarray(cam), np.asarray(mask).astype(bool)
     if cam.shape != mask.shape:
-        raise InputError(f"CAM shape {cam.shape} differs from mask shape {mask.shape}; upsample the CAM first")
+        raise InputError(
+            f"CAM shape {cam.shape} differs from mask shape {mask.shape}; upsample the CAM first"
+        )
     return cam, mask
 
 

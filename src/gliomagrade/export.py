@@ -81,7 +81,11 @@ def _check_compatible(models: Sequence[GradingNet]) -> None:
     for i, m in enumerate(models):
         if not isinstance(m, GradingNet):
             raise ExportError(f"model {i} is a {type(m).__name__}, expected a GradingNet")
-        if (m.in_channels, m.num_classes, m.spatial_dims) != (first.in_channels, first.num_classes, first.spatial_dims):
+        if (m.in_channels, m.num_classes, m.spatial_dims) != (
+            first.in_channels,
+            first.num_classes,
+            first.spatial_dims,
+        ):
             raise ExportError(
                 f"fold {i} has in_channels={m.in_channels}, num_classes={m.num_classes}; "
                 f"fold 0 has {first.in_channels}, {first.num_classes}"
@@ -166,8 +170,18 @@ def export_onnx(
     head_path.write_text(json.dumps(head))
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     return ExportResult(
-        model_dir, onnx_path, config_path, head_path, opset, tuple(input_shape), feature_shape,
-        num_classes, len(folds), diff, digest, checks,
+        model_dir,
+        onnx_path,
+        config_path,
+        head_path,
+        opset,
+        tuple(input_shape),
+        feature_shape,
+        num_classes,
+        len(folds),
+        diff,
+        digest,
+        checks,
     )
 
 
@@ -176,13 +190,24 @@ def _torch_export(model: nn.Module, path: Path, input_shape: tuple[int, ...], op
     dummy = torch.randn(2, *input_shape)
     dyn = {INPUT_NAME: {0: "N"}, LOGITS_NAME: {0: "N"}, FEATURES_NAME: {0: "N"}}
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deprecated, still supported
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # the legacy exporter is deprecated, still supported
         # InstanceNorm without running stats always normalises with the input's statistics: expected
         warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True")
+        # shape checks inside torch/MONAI modules trace as constants: right, since only N is dynamic
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
-            model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[LOGITS_NAME, FEATURES_NAME],
-            dynamic_axes=dyn, opset_version=opset, do_constant_folding=True,
-            training=torch.onnx.TrainingMode.EVAL, dynamo=False,
+            model,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[LOGITS_NAME, FEATURES_NAME],
+            dynamic_axes=dyn,
+            opset_version=opset,
+            do_constant_folding=True,
+            training=torch.onnx.TrainingMode.EVAL,
+            dynamo=False,
         )
 
 
@@ -201,7 +226,9 @@ def _check_graph(path: Path, opset: int) -> list[str]:
     ins = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     outs = [o.name for o in proto.graph.output]
     if ins != [INPUT_NAME] or outs != [LOGITS_NAME, FEATURES_NAME]:
-        raise ExportError(f"{path}: inputs {ins} outputs {outs}, expected [{INPUT_NAME}] [{LOGITS_NAME}, {FEATURES_NAME}]")
+        raise ExportError(
+            f"{path}: inputs {ins} outputs {outs}, expected [{INPUT_NAME}] [{LOGITS_NAME}, {FEATURES_NAME}]"
+        )
     for node in proto.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type in ("BatchNormalization", "Dropout") and attrs.get("training_mode", 0):
@@ -244,7 +271,9 @@ def _check_parity(ensemble: EnsembleNet, path: Path, input_shape: tuple[int, ...
         }
         for what, d in diffs.items():
             if not d <= tolerance:
-                raise ExportError(f"{path}: parity input {i} (batch {len(x)}): {what} differ by {d:.3g} > {tolerance:g}")
+                raise ExportError(
+                    f"{path}: parity input {i} (batch {len(x)}): {what} differ by {d:.3g} > {tolerance:g}"
+                )
         worst = max(worst, *diffs.values())
     return worst
 
@@ -291,5 +320,7 @@ def load_head(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]
     weight = np.asarray(data.pop("weight"), dtype=np.float32)
     bias = np.asarray(data.pop("bias"), dtype=np.float32)
     if weight.ndim != 2 or bias.shape != (weight.shape[0],):
-        raise ExportError(f"{path}: head weight {weight.shape} and bias {bias.shape} do not form a (K, F) head")
+        raise ExportError(
+            f"{path}: head weight {weight.shape} and bias {bias.shape} do not form a (K, F) head"
+        )
     return weight, bias, data

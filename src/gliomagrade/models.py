@@ -13,6 +13,7 @@ directly and our tests can check the wrapper computes exactly what MONAI's netwo
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -139,7 +140,12 @@ def build_model(
         raise ConfigError(f"{name}: spatial_dims must be 2 or 3, got {spatial_dims}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
-    features, n_feat, head, arch = _BUILDERS[key](key, in_channels, num_classes, spatial_dims, **kw)
+    builder = _BUILDERS[key]
+    allowed = [p for p in inspect.signature(builder).parameters][4:]
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{name}: unknown option(s) {unknown}; this network takes {allowed or 'none'}")
+    features, n_feat, head, arch = builder(key, in_channels, num_classes, spatial_dims, **kw)
     return GradingNet(
         features,
         n_feat,

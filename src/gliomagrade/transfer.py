@@ -35,10 +35,17 @@ from gliomagrade.models import GradingNet, build_model
 log = logging.getLogger(__name__)
 
 Inflate = Literal["mean", "center"]
-_STEM = {"densenet121": "features.conv0.weight", **{f"resnet{d}": "features.conv1.weight" for d in (10, 18, 34, 50)}}
+_STEM = {
+    "densenet121": "features.conv0.weight",
+    **{f"resnet{d}": "features.conv1.weight" for d in (10, 18, 34, 50)},
+}
 _HEAD_PREFIXES = ("fc.", "classifier.", "conv_seg.")
-_TV_DENSE = re.compile(r"^(.*denselayer\d+)\.((?:norm|relu|conv)[12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
-_TV_DENSE_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$")
+_TV_DENSE = re.compile(
+    r"^(.*denselayer\d+)\.((?:norm|relu|conv)[12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
+_TV_DENSE_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$"
+)
 
 
 class TransferError(ConfigError):
@@ -95,7 +102,9 @@ def detect_source(state: dict[str, torch.Tensor]) -> str:
     keys = [k.removeprefix("module.") for k in state]
     stem = next((k for k in ("conv1.weight", "features.conv0.weight") if k in keys), None)
     if stem is None:
-        raise TransferError(f"unrecognised state dict: no conv1.weight / features.conv0.weight among {keys[:5]}...")
+        raise TransferError(
+            f"unrecognised state dict: no conv1.weight / features.conv0.weight among {keys[:5]}..."
+        )
     ndim = state.get(stem, state.get(f"module.{stem}")).ndim  # type: ignore[union-attr]
     if ndim == 5 and stem == "conv1.weight":
         return "medicalnet"
@@ -144,7 +153,11 @@ def arch_for_source(name: str, source: str, state: dict[str, torch.Tensor]) -> d
     keys = {k.removeprefix("module.") for k in state}
     has_conv_shortcut = any(".downsample.0.weight" in k for k in keys)
     has_bias = any(".downsample.0.bias" in k for k in keys)
-    return {"shortcut_type": "B" if has_conv_shortcut else "A", "bias_downsample": has_bias, "conv1_t_stride": 2}
+    return {
+        "shortcut_type": "B" if has_conv_shortcut else "A",
+        "bias_downsample": has_bias,
+        "conv1_t_stride": 2,
+    }
 
 
 def load_pretrained(
@@ -177,18 +190,25 @@ def load_pretrained(
             continue
         value = _adapt(ours, value, target[ours], model, inflate, report)
         if value.shape != target[ours].shape:
-            report.mismatched.append(f"{key}: found {tuple(value.shape)}, expected {tuple(target[ours].shape)}")
+            report.mismatched.append(
+                f"{key}: found {tuple(value.shape)}, expected {tuple(target[ours].shape)}"
+            )
             continue
         new[ours] = value.to(target[ours].dtype)
         report.loaded.append(ours)
     report.missing = [
-        k for k in target
+        k
+        for k in target
         if k not in new and not k.startswith("classifier.") and not k.endswith("num_batches_tracked")
     ]
     if not report.ok:
         hint = ""
-        if model.name.startswith("resnet") and any("downsample" in k for k in report.missing + report.unexpected):
-            hint = f"; build the model with {arch_for_source(model.name, source, state)} (see build_pretrained)"
+        if model.name.startswith("resnet") and any(
+            "downsample" in k for k in report.missing + report.unexpected
+        ):
+            hint = (
+                f"; build the model with {arch_for_source(model.name, source, state)} (see build_pretrained)"
+            )
         if strict:
             raise TransferError(report.summary() + hint)
         log.warning("partial transfer: %s%s", report.summary(), hint)
@@ -198,7 +218,12 @@ def load_pretrained(
 
 
 def _adapt(
-    key: str, value: torch.Tensor, like: torch.Tensor, model: GradingNet, inflate: Inflate, report: TransferReport
+    key: str,
+    value: torch.Tensor,
+    like: torch.Tensor,
+    model: GradingNet,
+    inflate: Inflate,
+    report: TransferReport,
 ) -> torch.Tensor:
     """Adapt the stem's input channels and inflate 2-D kernels to the target's 3-D shape."""
     adapted = False

@@ -138,6 +138,7 @@ def test_cam_equals_grad_cam_for_a_gap_head(norm: str) -> None:
     assert not model._forward_hooks and not model.features._forward_hooks
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # MONAI's hooks on an input without grad
 def test_grad_cam_matches_monai_and_monai_default_normaliser_is_flipped() -> None:
     torch.manual_seed(1)
     model = build_model("smallcnn", 1, 2).eval()

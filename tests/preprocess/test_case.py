@@ -84,8 +84,9 @@ def test_constant_sequence_fails_with_its_name(tiny_cfg) -> None:  # noqa: ANN00
         preprocess_case(images, tiny_cfg.model_copy(update={"coregister": False}), subject="P4")
 
 
-def test_skull_stripped_inputs_use_their_foreground(tiny_cfg) -> None:  # noqa: ANN001
+def test_skull_stripped_inputs_use_their_foreground_with_n4(tiny_cfg) -> None:  # noqa: ANN001
     case = phantom(skull=False)
-    cfg = tiny_cfg.model_copy(update={"skull_strip": False})
+    cfg = tiny_cfg.model_copy(update={"skull_strip": False, "n4": True, "n4_shrink": 2, "n4_iterations": (20, 20)})
     out = preprocess_case(case.images, cfg, brain_mask=case.brain_mask)
     assert out.qc["brain_dice"] > 0.93
+    assert out.qc["time_n4_s"] > 0 and np.isfinite(out.image.astype(np.float32)).all()

@@ -114,9 +114,9 @@ class Server:
 
 
 def start_server(module: str, args: list[str], log: Path, timeout: float = 120.0, http: int | None = None,
-                 wait: bool = True) -> Server:
+                 grpc: int | None = None, wait: bool = True) -> Server:
     """Start ``python -m gliomagrade.serving.<module>`` in its own process group (and wait until ready)."""
-    http, grpc = http or free_port(), free_port()
+    http, grpc = http or free_port(), grpc or free_port()
     cmd = [sys.executable, "-m", f"gliomagrade.serving.{module}", "--model_name", MODEL, "--http_port", str(http),
            "--grpc_port", str(grpc), *args]
     env = {**os.environ, "GLIOMA_ORT_THREADS": "1"}

@@ -119,8 +119,9 @@ def test_load_fails_loudly_on_tampered_or_missing_files(bundle_dir: Path, tmp_pa
 
     copy = tmp_path / "copy"
     shutil.copytree(bundle_dir, copy)
-    (copy / "head.json").write_text((copy / "head.json").read_text().replace("0", "1", 1))
-    with pytest.raises(StoreError, match="checksum mismatch for head.json"):
+    head = copy / MODEL / "1" / "head.json"
+    head.write_text(head.read_text().replace("0", "1", 1))
+    with pytest.raises(StoreError, match=f"checksum mismatch for {MODEL}/1/head.json"):
         load_bundle(copy)
     (tmp_path / "empty").mkdir()
     with pytest.raises(StoreError, match="neither a model version directory"):

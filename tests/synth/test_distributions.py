@@ -67,3 +67,15 @@ def test_difficulty_closes_the_gap_between_grades_in_drawn_features() -> None:
 
     assert gap(0.0) > 0.5
     assert abs(gap(1.0)) < 0.06
+
+
+def test_cohort_grades_are_stratified_exactly() -> None:
+    from gliomagrade.synth.cohort import cohort_grades
+
+    params = SynthParams(hgg_fraction=0.75, grade3_share=0.5)
+    for seed in range(20):  # seed 1 drew 12 HGG out of 12 with independent draws
+        grades = cohort_grades(12, seed, params)
+        assert grades.count(4) == 9
+        assert grades.count(3) + grades.count(2) == 3 and grades.count(3) in (1, 2)
+    assert cohort_grades(12, 0, params) == cohort_grades(12, 0, params)
+    assert cohort_grades(12, 0, params) != cohort_grades(12, 1, params)

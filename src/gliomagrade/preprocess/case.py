@@ -117,7 +117,8 @@ def _coarse(image: sitk.Image, log_bias: sitk.Image | None, spacing_mm: float) -
     """
     small = coarse_copy(image, spacing_mm)
     if log_bias is not None:
-        small = small / sitk.Exp(resample(log_bias, Grid.of(small), sitk.Transform(), "linear"))
+        field = sitk.Exp(resample(log_bias, Grid.of(small), sitk.Transform(), "linear"))
+        small = sitk.Cast(small / field, sitk.sitkFloat32)  # Exp/Divide promote to float64
     return reorient(small)
 
 

@@ -149,7 +149,8 @@ def run_case(job: CaseJob) -> CaseResult:
     """Preprocess one case and write its outputs (worker entry point; never raises for a bad case)."""
     import SimpleITK as sitk
 
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(job.threads)
+    if job.threads > 0:  # one ITK thread per worker process: the pool provides the parallelism
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(job.threads)
     out_dir = Path(job.out_dir)
     paths = _paths(out_dir, job.subject_id)
     stage = "hash"
@@ -271,11 +272,9 @@ def _check_unique(records: Sequence[Any]) -> None:
 
 
 def _job(case: Any, root: Path | None, out: Path, config_json: str, force: bool, threads: int) -> CaseJob:
+    """A worker's job for one case record (a missing sequence is reported by the worker, per case)."""
     truth_mask, truth_json = _truth_files(case, root)
-    missing = [s for s in SEQUENCES if s not in case.images]
     images = {s: str(p) for s, p in case.images.items() if s in SEQUENCES}
-    if missing:  # let the worker report it per case with the standard message
-        images = {s: str(p) for s, p in case.images.items()}
     return CaseJob(case.subject_id, images, str(case.seg) if case.seg else None, case.grade, case.who_grade,
                    truth_mask, truth_json, str(out), config_json, force, threads)
 

@@ -191,6 +191,8 @@ def to_reference_space(volume: np.ndarray, geometry: Geometry, *, interpolator: 
     """Map a grid volume (a CAM, a mask) back onto the original t1ce image grid so it overlays the input."""
     if interpolator not in INTERPOLATORS:
         raise ValueError(f"interpolator must be one of {sorted(INTERPOLATORS)}, got {interpolator!r}")
+    if volume.dtype == bool:
+        volume = volume.astype(np.uint8)
     pixel = sitk.sitkFloat32 if interpolator != "nearest" else sitk.GetImageFromArray(volume[:1, :1, :1]).GetPixelID()
     source = grid_image(volume.astype(np.float32) if interpolator != "nearest" else volume, geometry.grid)
     inverse = geometry.template_to_reference().GetInverse()

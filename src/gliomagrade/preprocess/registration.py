@@ -7,7 +7,6 @@ the shrink factors are relative to that spacing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,30 +116,23 @@ def rigid_to_affine(rigid: sitk.Transform) -> sitk.AffineTransform:
 
 
 def register_template(template: sitk.Image, template_mask: sitk.Image, subject_image: sitk.Image,
-                      settings: RegistrationSettings, *, affine: bool, subject: str = "case",
-                      rotations_deg: Sequence[float] = (0.0,)) -> tuple[RegistrationResult, RegistrationResult | None]:
+                      settings: RegistrationSettings, *, affine: bool, subject: str = "case"
+                      ) -> tuple[RegistrationResult, RegistrationResult | None]:
     """Template (fixed) -> subject t1ce (moving): moments initialisation, rigid, then optionally affine.
 
-    The metric samples only the template brain (dilated), so a skull in the subject is not matched
-    against anything in the brain-only template; the moments of the subject (head) give the start.
+    The metric samples only the template brain (slightly dilated), so a skull in the subject is not
+    matched against the brain-only template's empty background; the subject's moments give the start.
     """
     initial = sitk.CenteredTransformInitializer(
         template, subject_image, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    best: RegistrationResult | None = None
-    for angle in rotations_deg:
-        start = sitk.Euler3DTransform(initial)
-        start.SetRotation(0.0, 0.0, float(np.deg2rad(angle)))
-        result = register(template, subject_image, start, settings, fixed_mask=template_mask, subject=subject,
-                          stage="template-rigid")
-        if best is None or result.metric < best.metric:
-            best = result
-    assert best is not None
+    rigid = register(template, subject_image, sitk.Euler3DTransform(initial), settings, fixed_mask=template_mask,
+                     subject=subject, stage="template-rigid")
     if not affine:
-        return best, None
-    refined = register(template, subject_image, rigid_to_affine(best.transform), settings,
+        return rigid, None
+    refined = register(template, subject_image, rigid_to_affine(rigid.transform), settings,
                        fixed_mask=template_mask, subject=subject, stage="template-affine")
-    return best, refined
+    return rigid, refined
 
 
 def affine_scales(transform: sitk.Transform) -> np.ndarray:

@@ -20,7 +20,7 @@ from gliomagrade.synth import acquisition as acq_mod
 from gliomagrade.synth.anatomy import Anatomy, load_anatomy
 from gliomagrade.synth.contrast import compose, head_shell, sample_contrast
 from gliomagrade.synth.params import LAYOUTS, SynthParams
-from gliomagrade.synth.tumour import render_tumour, sample_tumour
+from gliomagrade.synth.tumour import TumourParams, render_tumour, sample_tumour
 
 if TYPE_CHECKING:
     from gliomagrade.synth.layouts import LayoutWriter
@@ -61,16 +61,34 @@ def draw_grade(params: SynthParams, rng: np.random.Generator) -> int:
     return 3 if rng.random() < params.grade3_share else 2
 
 
+def cohort_grades(n: int, seed: int, params: SynthParams) -> list[int]:
+    """WHO grades of a cohort in exact proportions (stratified), shuffled by the cohort seed.
+
+    Independent draws per case can leave a small cohort with a single class (12 cases at 75% HGG are all
+    HGG 3% of the time), which no cross-validation can use; exact counts cannot.
+    """
+    n_hgg = int(round(n * params.hgg_fraction))
+    n_iii = int(round((n - n_hgg) * params.grade3_share))
+    grades = [4] * n_hgg + [3] * n_iii + [2] * (n - n_hgg - n_iii)
+    np.random.default_rng(np.random.SeedSequence([int(seed), 0x6A7E])).shuffle(grades)
+    return grades
+
+
 def synthesize_case(
-    index: int, seed: int | np.random.SeedSequence, params: SynthParams | None = None, *, subject_id: str | None = None
+    index: int, seed: int | np.random.SeedSequence, params: SynthParams | None = None, *, subject_id: str | None = None,
+    who_grade: int | None = None,
 ) -> SyntheticCase:
-    """Make case ``index``; ``seed`` is the cohort seed (int) or the case's own SeedSequence."""
+    """Make case ``index``; ``seed`` is the cohort seed (int) or the case's own SeedSequence.
+
+    ``who_grade`` fixes the grade (a cohort's stratified allocation); by default it is drawn.
+    """
     params = params or SynthParams()
     seq = seed if isinstance(seed, np.random.SeedSequence) else case_seeds(int(seed), index + 1)[index]
     rng = np.random.default_rng(seq)
     subject_id = subject_id or f"SYN_{index:04d}"
     anatomy = load_anatomy(float(params.resolution))
-    who = draw_grade(params, rng)
+    drawn = draw_grade(params, rng)  # always drawn, so the case's other draws do not depend on who_grade
+    who = int(who_grade) if who_grade is not None else drawn
     tumour = sample_tumour(anatomy, who, params.difficulty, rng)
     maps = render_tumour(anatomy, tumour, rng)
     contrast = sample_contrast(tumour, rng)
@@ -95,8 +113,8 @@ def synthesize_case(
     return SyntheticCase(subject_id, who, images, seg, brain, truth, template_seg)
 
 
-def _truth(subject_id: str, index: int, who: int, params: SynthParams, tumour, plan: dict, skull: bool,
-           labels: np.ndarray, anatomy: Anatomy, contrast: dict) -> dict:
+def _truth(subject_id: str, index: int, who: int, params: SynthParams, tumour: TumourParams, plan: dict,
+           skull: bool, labels: np.ndarray, anatomy: Anatomy, contrast: dict) -> dict:
     """Ground-truth record of one case (JSON-ready)."""
     voxel_ml = anatomy.spacing**3 / 1000.0
     volumes = {
@@ -147,7 +165,8 @@ def write_cohort(
     params = params or SynthParams()
     writer = get_writer(layout, Path(out_dir))
     writer.prepare()
-    jobs = [_Job(i, s, params, writer) for i, s in enumerate(case_seeds(seed, n))]
+    grades = cohort_grades(int(n), seed, params)
+    jobs = [_Job(i, s, params, writer, g) for i, (s, g) in enumerate(zip(case_seeds(seed, n), grades, strict=True))]
     outcomes = map_items(_run_job, jobs, workers=workers, desc="synth", disable=None if progress else True)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
@@ -167,9 +186,11 @@ class _Job:
     seed: np.random.SeedSequence
     params: SynthParams
     writer: LayoutWriter
+    who_grade: int
 
 
 def _run_job(job: _Job) -> dict:
     """Worker: synthesise one case and write it; return its table row."""
-    case = synthesize_case(job.index, job.seed, job.params, subject_id=job.writer.subject_id(job.index))
+    case = synthesize_case(job.index, job.seed, job.params, subject_id=job.writer.subject_id(job.index),
+                           who_grade=job.who_grade)
     return job.writer.write_case(case)

@@ -12,24 +12,13 @@ import SimpleITK as sitk
 
 from gliomagrade.constants import SEQUENCES
 from gliomagrade.errors import InputError
+from gliomagrade.imageio import read_image
 
 REGIONS = (  # BraTS evaluation regions, drawn nested: whole tumour, tumour core, enhancing tumour
     ("whole tumour", (1, 2, 4), "#ffd700"),
     ("core", (1, 4), "#ff4040"),
     ("enhancing", (4,), "#40c0ff"),
 )
-
-
-def _read_image(path: Path) -> sitk.Image:
-    """NIfTI file or DICOM series folder."""
-    if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        names = reader.GetGDCMSeriesFileNames(str(path))
-        if not names:
-            raise InputError("no DICOM series in folder", source=str(path))
-        reader.SetFileNames(names)
-        return reader.Execute()
-    return sitk.ReadImage(str(path))
 
 
 def _centroid(mask: sitk.Image, what: str) -> np.ndarray:
@@ -87,7 +76,7 @@ def make_montage(cohort_dir: Path, out_png: Path, *, n_hgg: int = 3, n_lgg: int 
         labels = _slice(seg, plane, nearest=True)
         for j, seq in enumerate(SEQUENCES):
             ax = axes[i, j]
-            pixels = _slice(_read_image(cohort_dir / row[seq]), plane)
+            pixels = _slice(read_image(cohort_dir / row[seq], subject=row["subject_id"], sequence=seq), plane)
             top = float(np.percentile(pixels[pixels > 0], 99.5)) if (pixels > 0).any() else 1.0
             ax.imshow(pixels, cmap="gray", vmin=0, vmax=top)
             for _, values, colour in REGIONS:
