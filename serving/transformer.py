@@ -236,7 +236,8 @@ class GliomaTransformer(Model):
         KServe 0.21 sets that header and then adds ``content-type: application/octet-stream`` for binary
         tensors; both reach the predictor, which then fails to parse the binary body as JSON.
         """
-        forward = {k: v for k, v in (headers or {}).items() if k.lower() in ("x-request-id", "x-b3-traceid")}
+        keep = ("x-request-id", "x-b3-traceid", "authorization")
+        forward = {k: v for k, v in (headers or {}).items() if k.lower() in keep}
         return await self._http_client.infer(self.predictor_config.predictor_base_url, model_name=self.name,
                                              data=payload, headers=forward, response_headers=response_headers)
 

@@ -45,6 +45,8 @@ class PreprocessConfig(_Section):
     registration_spacing_mm: float = Field(2.0, ge=1)
     """Isotropic spacing of the copies registration works on (the shrink factors are relative to it)."""
     registration_shrink: tuple[int, ...] = (3, 1)
+    coregister_shrink: tuple[int, ...] = (3, 1)
+    """Pyramid of the co-registrations (same session: they start close, so fewer levels than the template's)."""
     registration_sampling: float = Field(0.02, gt=0, le=1)
     """Fraction of voxels sampled by the metric at the finest level (constant sample count per level)."""
     registration_iterations: int = Field(100, ge=1)

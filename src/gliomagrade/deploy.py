@@ -159,7 +159,7 @@ def _custom_objects_api() -> Any:
 
 def deploy_version(
     registry_uri: str, model_name: str, version: str, *, namespace: str, service_name: str, canary_percent: int = 0,
-    serving_image: str = SERVING_IMAGE, gpu: bool = False, deployment_mode: str = RAW,
+    serving_image: str = SERVING_IMAGE, gpu: bool = False, deployment_mode: str = RAW, api: Any | None = None,
 ) -> str:
     """Point the InferenceService at ``version`` (a number, 'promoted' or 'latest') of ``model_name``."""
     from gliomagrade.registry import triton_storage_uri
@@ -171,7 +171,7 @@ def deploy_version(
         storage_uri=storage_uri, serving_image=serving_image, canary_percent=canary_percent, gpu=gpu,
         deployment_mode=deployment_mode,
     )
-    action = apply_inference_service(body)
+    action = apply_inference_service(body, api)
     log.info("%s %s/%s -> %s version %s (%s)", action, namespace, service_name, model_name, number, storage_uri)
     return action
 

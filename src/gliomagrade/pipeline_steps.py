@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +191,3 @@ def run_rejected(decision_path: str | Path, summary_md: str | Path) -> str:
     text = "# Not released: the evaluation gate failed\n\n" + "\n".join(f"- {r}" for r in reasons) + "\n"
     Path(summary_md).write_text(text)
     return "rejected"
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a folder's content into ``dst`` (created)."""
-    shutil.copytree(src, dst, dirs_exist_ok=True)

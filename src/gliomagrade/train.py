@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from gliomagrade.augment import AugmentConfig
 from gliomagrade.calibration import apply_temperature, choose_threshold, fit_temperature
+from gliomagrade.cam_eval import evaluate_cams
 from gliomagrade.checkpoint import META_FILE, load_train_state, save_checkpoint, save_train_state
 from gliomagrade.config import Profile, TrainConfig
 from gliomagrade.cv import FoldSplit, check_splits, make_splits, write_splits
@@ -484,6 +485,7 @@ def train_cv(
         log.info("%d of %d folds finished; OOF evaluation waits for the rest", len(result.folds), cfg.folds)
         return result
     result.oof_path = write_oof(out / "oof.csv", cohort, result.folds)
+    evaluate_cams(out, cohort_dir)
     result.metrics = evaluate_run(out, n_boot=cfg.n_boot, seed=cfg.seed)
     write_report(out, metrics=result.metrics, seed=cfg.seed, band_boot=min(cfg.n_boot, BAND_BOOT))
     return result

@@ -65,3 +65,13 @@ def promtool() -> str:
 @pytest.fixture(scope="session")
 def shellcheck() -> str:
     return _tool("shellcheck", "lint of scripts/*.sh")
+
+
+@pytest.fixture(scope="session")
+def registry_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local registry with one promoted version of a tiny ONNX model (the serving tests' helper)."""
+    sys.path.insert(0, str(ROOT / "tests" / "serving"))
+    import serving_fixtures
+
+    work = tmp_path_factory.mktemp("registry")
+    return serving_fixtures.publish_version(work / "store", work / "export")

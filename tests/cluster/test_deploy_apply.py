@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gliomagrade.deploy import apply_inference_service, inference_service
+from gliomagrade.deploy import apply_inference_service, deploy_version, inference_service
 
 PATH = "/apis/serving.kserve.io/v1beta1/namespaces/gliomagrade/inferenceservices"
 
@@ -109,3 +109,14 @@ def test_a_later_deploy_without_canary_removes_the_old_canary(api: object) -> No
     assert _ApiServer.objects["glioma-grade"]["spec"]["predictor"]["canaryTrafficPercent"] == 10
     apply_inference_service(_isvc("2", deployment_mode="Serverless"), api)
     assert "canaryTrafficPercent" not in _ApiServer.objects["glioma-grade"]["spec"]["predictor"]
+
+
+def test_deploy_version_pins_the_promoted_version_number(api: object, registry_store: str) -> None:
+    """'promoted' is resolved in the registry; both containers get the number, the predictor its folder."""
+    assert deploy_version(registry_store, "glioma", "promoted", namespace="gliomagrade", service_name="glioma-grade",
+                          api=api) == "created"
+    stored = _ApiServer.objects["glioma-grade"]
+    assert stored["spec"]["predictor"]["model"]["storageUri"].endswith("/glioma/versions/1")
+    args = stored["spec"]["transformer"]["containers"][0]["args"]
+    assert args[args.index("--model_version") + 1] == "1" and args[args.index("--model_dir") + 1] == registry_store
+    assert stored["metadata"]["labels"]["gliomagrade/model-version"] == "1"

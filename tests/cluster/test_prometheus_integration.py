@@ -33,10 +33,10 @@ JOB = "gliomagrade-transformer"
 
 
 @pytest.fixture(scope="module")
-def transformer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sf.Server]:
+def transformer(registry_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sf.Server]:
     """Predictor and transformer processes on free loopback ports (started together, stopped after)."""
     work = tmp_path_factory.mktemp("prom-serving")
-    store = sf.publish_version(work / "store", work / "export")
+    store = registry_store
     predictor = sf.start_server("predictor", ["--model_dir", store, "--device", "cpu"], work / "predictor.log",
                                 wait=False)
     transformer = sf.start_server("transformer", ["--model_dir", store, "--predictor_host",

@@ -102,3 +102,16 @@ def test_changed_config_retrains_instead_of_reusing(run, cohort_dir: Path) -> No
     assert config_hash(other, split, cohort) != config_hash(cfg, split, cohort)
     same_runtime = tiny_profile(epochs=2, data_on_device=True).train  # runtime-only change: same model
     assert config_hash(same_runtime, split, cohort) == config_hash(cfg, split, cohort)
+
+
+def test_run_scores_cams_against_the_segmentation(run) -> None:
+    """Every OOF case with a tumour gets a CAM score; overlays of the best and worst cases are drawn."""
+    out, _, _ = run
+    stats = pd.read_csv(out / "cam" / "cam_stats.csv")
+    oof = pd.read_csv(out / "oof.csv")
+    assert set(stats["subject_id"]) == set(oof["subject_id"])
+    assert stats["cam_mass_inside"].between(0, 1).all()
+    assert set(stats["pointing_hit"].unique()) <= {True, False}
+    assert len(list((out / "cam").glob("*_best_*.png"))) >= 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cam"]["n_scored"] == len(stats)

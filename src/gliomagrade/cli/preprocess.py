@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -53,7 +54,7 @@ def print_summary(summary: Any) -> None:
         style = {"failed": "red", "skipped": "dim"}.get(r.status, "yellow" if qc.get("registration_suspect") else "")
         table.add_row(r.subject_id, r.status, _fmt(qc.get("brain_dice")), _fmt(metric), _fmt(qc.get("pose_error_mm"), 2),
                       _fmt(qc.get("brain_volume_ml"), 0), _fmt(qc.get("time_total_s"), 1), flags, style=style)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs and CI: no wrapped IDs
     console.print(table)
     suspect = sum(bool(r.qc.get("registration_suspect")) for r in summary.results)
     console.print(f"{len(summary.done)} done, {len(summary.skipped)} up to date, {len(summary.failed)} failed, "

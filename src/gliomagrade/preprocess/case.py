@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -150,6 +150,7 @@ def preprocess_case(images: Mapping[str, sitk.Image], cfg: PreprocessConfig, *, 
     with timer("validate"):
         imgs = _validated(images, cfg, subject)
     settings = _settings(cfg)
+    coreg_settings = replace(settings, shrink=tuple(cfg.coregister_shrink))
     log_bias: dict[str, sitk.Image] = {}
     if cfg.n4:
         with timer("n4"):
@@ -163,7 +164,7 @@ def preprocess_case(images: Mapping[str, sitk.Image], cfg: PreprocessConfig, *, 
         ref_mask = head_mask(coarse[ref])
         for seq in (s for s in SEQUENCES if s != ref):
             if cfg.coregister:
-                result = coregister(coarse[ref], coarse[seq], settings, fixed_mask=ref_mask, subject=subject,
+                result = coregister(coarse[ref], coarse[seq], coreg_settings, fixed_mask=ref_mask, subject=subject,
                                     stage=f"coregister-{seq}")
                 to_ref[seq], qc[f"coreg_{seq}_metric"] = result.transform, result.metric
             else:

@@ -53,8 +53,11 @@ def truth_errors(geometry: Geometry, truth: Mapping[str, Any]) -> dict[str, floa
 
 
 def _slices(volume: np.ndarray, centre: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Axial and coronal planes through ``centre`` (arrays are D=z, H=y, W=x), superior/anterior up."""
-    axial = volume[centre[0]]
+    """Axial and coronal planes through ``centre``: anterior/superior up, patient's left on the left.
+
+    Grid arrays are (z, y, x) in RAS voxel order: y grows anteriorly, z superiorly, x to the right.
+    """
+    axial = volume[centre[0]][::-1]
     coronal = volume[:, centre[1], :][::-1]
     return axial, coronal
 
