@@ -38,9 +38,17 @@ def run_and_report(args: argparse.Namespace) -> int:
     cohort = prepare_cohort(args, console)
     registry = args.registry or str((args.out / "registry").resolve())
     params = {"cohort_uri": cohort, "profile": args.profile, "registry_uri": registry, **parse_params(args.param)}
-    console.print(f"[bold]Running the pipeline with kfp.local[/] (pipeline root {args.out / 'kfp'})")
+    step_log = (args.out / "pipeline-steps.log").resolve()
+    console.print(f"[bold]Running the pipeline with kfp.local[/] (pipeline root {args.out / 'kfp'}; "
+                  f"step output in {step_log})")
     t0 = time.perf_counter()
-    run = run_local(params, args.out / "kfp")
+    try:
+        run = run_local(params, args.out / "kfp", step_log=step_log)
+    except RuntimeError as exc:  # kfp.local's way of saying a task failed
+        tail = step_log.read_text().splitlines()[-40:] if step_log.is_file() else []
+        console.print("\n".join(tail), markup=False, highlight=False)
+        console.print(f"[red]pipeline failed:[/] {exc} (full step output: {step_log})")
+        return 1
     elapsed = time.perf_counter() - t0
     print_summary(run, console, registry, elapsed)
     return 0

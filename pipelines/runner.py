@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +49,25 @@ class LocalRun:
         return self.root / step / name
 
 
-def run_local(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
-    """Run the whole pipeline in this environment with ``kfp.local.SubprocessRunner``."""
+def run_local(arguments: dict[str, Any], pipeline_root: Path, *, step_log: Path | None = None) -> LocalRun:
+    """Run the whole pipeline in this environment with ``kfp.local.SubprocessRunner``.
+
+    ``step_log`` receives what the steps print (KFP's executor dumps its full input and output per step);
+    the orchestrator's one-line progress stays on the console.
+    """
     pipeline_root = pipeline_root.resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    task = build_pipeline()(**arguments)
+    with contextlib.ExitStack() as stack:
+        # Expected on the embedded default: our image is the current environment, and cluster-only
+        # settings (GPU, CPU/memory requests) are ignored locally by design.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
+        if step_log is not None:
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(step_log.open("a"))))
+        task = build_pipeline()(**arguments)
     new = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not new:
         raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")

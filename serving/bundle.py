@@ -15,7 +15,6 @@ checked against ``manifest["sha256"]`` when the manifest lists them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gliomagrade.constants import SEQUENCES
 from gliomagrade.errors import StoreError
 from gliomagrade.registry import ModelManifest, Registry
-from gliomagrade.store import open_store
+from gliomagrade.store import open_store, sha256_file
 
 log = logging.getLogger(__name__)
 INPUT_NAME, LOGITS_NAME, FEATURES_NAME = "image", "logits", "features"
@@ -97,15 +96,6 @@ class ModelBundle:
     @property
     def version(self) -> str:
         return self.manifest.version
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _find_onnx(root: Path, model_name: str) -> Path:
@@ -179,6 +169,15 @@ def load_bundle(root: str | Path) -> ModelBundle:
     if applied != 1.0:  # the graph already divides by `applied`; calibrate the rest of the way
         manifest = manifest.model_copy(update={"temperature": manifest.temperature / applied})
     return ModelBundle(root, manifest, onnx_path, weight, bias)
+
+
+def resolve_version(source: str, model_name: str, version: str) -> str:
+    """Pin ``promoted``/``latest`` to a version number once, so both servers load the same version
+    even if a promotion or rollback happens while they start; a bundle directory is returned as is."""
+    path = Path(source)
+    if str(version).isdigit() or ("://" not in source and (path / "manifest.json").is_file()):
+        return str(version)
+    return str(Registry(open_store(source), model_name).resolve(version).version)
 
 
 def fetch_bundle(source: str, model_name: str, version: str, cache_dir: Path) -> Path:

@@ -31,7 +31,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
 
 from gliomagrade.config import PreprocessConfig
-from gliomagrade.constants import REFERENCE_SEQUENCE, SEQUENCES, WHO_CLASSES, WHO_TO_BINARY
+from gliomagrade.constants import QC_DRIFT_FEATURES, REFERENCE_SEQUENCE, SEQUENCES, WHO_CLASSES, WHO_TO_BINARY
 from gliomagrade.drift import DriftMonitor, ReferenceHistogram
 from gliomagrade.errors import InputError, PreprocessError
 from gliomagrade.serving import metrics
@@ -56,7 +56,7 @@ from gliomagrade.serving.limits import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-QC_STATISTICS = ("t1ce_mean", "brain_volume_ml")
+QC_STATISTICS = QC_DRIFT_FEATURES
 """Input statistics exported as metrics and watched for drift (t1ce brain mean before z-scoring, brain ml)."""
 
 
@@ -74,11 +74,10 @@ class PreparedCase:
 
 
 def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax of temperature-scaled logits (numerically stable)."""
-    z = np.asarray(logits, np.float64) / temperature
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
+    """Class probabilities of one case with the version's temperature (the calibration module's softmax)."""
+    from gliomagrade.calibration import apply_temperature
+
+    return apply_temperature(np.asarray(logits, np.float64)[None], temperature)[0]
 
 
 def class_activation_map(features: np.ndarray, weight: np.ndarray, class_index: int,

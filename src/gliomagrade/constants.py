@@ -32,3 +32,7 @@ def parse_sequences(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if unknown or not items:
         raise ValueError(f"sequences must be a non-empty subset of {SEQUENCES}, got {items}")
     return tuple(s for s in SEQUENCES if s in items)
+
+QC_DRIFT_FEATURES: tuple[str, ...] = ("t1ce_mean", "brain_volume_ml")
+"""Input statistics (preprocessing QC: t1ce brain mean before z-scoring, brain volume in ml) that get a
+drift reference and a training range at release, and are watched by the transformer at serving."""

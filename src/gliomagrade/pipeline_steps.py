@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,12 @@ def run_train(cohort_dir: str | Path, run_dir: str | Path, *, profile: str, task
 
 
 def run_evaluate(run_dir: str | Path, report_html: str | Path, summary_md: str | Path) -> dict[str, Any]:
-    """Metrics (recomputed from the saved predictions), the self-contained report, a Markdown summary."""
-    from gliomagrade.evaluate import evaluate_run, metrics_table
-    from gliomagrade.report import write_report
+    """Publish what training computed (metrics with CIs, the report) without touching the run artifact."""
+    from gliomagrade.evaluate import metrics_table
 
-    metrics = evaluate_run(run_dir)
-    index = write_report(run_dir, metrics=metrics)
-    Path(report_html).write_text(inline_images(index))
+    run = Path(run_dir)
+    metrics = json.loads((run / "metrics.json").read_text())
+    shutil.copyfile(run / "report" / "index.html", report_html)  # self-contained: figures are embedded
     Path(summary_md).write_text(metrics_table(metrics))
     pooled = metrics["pooled"]
     scalars = {k: float(pooled[k]) for k in ("auc", "balanced_accuracy", "sensitivity", "specificity", "f1",
@@ -123,24 +123,8 @@ def _finite_roc(roc: dict[str, list[float]]) -> dict[str, list[float]]:
     return {"fpr": [float(x) for x in roc["fpr"]], "tpr": [float(x) for x in roc["tpr"]], "thresholds": thresholds}
 
 
-def inline_images(index: Path) -> str:
-    """The report's HTML with its PNGs embedded, so one file shows in the KFP UI."""
-    import base64
-    import re
-
-    html = index.read_text()
-
-    def embed(match: re.Match[str]) -> str:
-        path = index.parent / match.group(1)
-        if not path.is_file():
-            return match.group(0)
-        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
-
-    return re.sub(r'src="([^":]+\.png)"', embed, html)
-
-
 def promoted_metrics(registry_uri: str, model_name: str) -> dict[str, Any] | None:
-    """Metrics of the currently promoted version (the gate's baseline), or None."""
+    """The promoted version's metrics in ``evaluate_run``'s shape (the gate's baseline), or None."""
     from gliomagrade.registry import Registry
     from gliomagrade.store import open_store
 
@@ -148,7 +132,11 @@ def promoted_metrics(registry_uri: str, model_name: str) -> dict[str, Any] | Non
     if registry.promoted() is None:
         return None
     manifest = registry.resolve("promoted").manifest
-    return manifest.extra.get("evaluation")
+    auc = manifest.metrics.get("auc")
+    if auc is None or auc.value is None:
+        return None
+    return {"task": manifest.train.get("task"), "class_names": list(manifest.class_names),
+            "pooled": {"auc": auc.value}}
 
 
 def run_gate(run_dir: str | Path, registry_uri: str, model_name: str, profile: str,

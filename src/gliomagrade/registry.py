@@ -21,6 +21,7 @@ import getpass
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import uuid
@@ -479,7 +480,10 @@ class Registry:
                 raise StoreError(f"checksum mismatch for {rel} of {self.name} version {info.version} "
                                  f"({self.store.url(prefix + '/' + rel)}): found sha256 {found[:12]}... ({size} B), "
                                  f"manifest says {entry.sha256[:12]}... ({entry.size} B)")
-        (dest / MANIFEST).write_bytes(info.manifest.to_json())
+        # written last and atomically: another process downloading into the same folder never reads half a file
+        tmp = dest / f".{MANIFEST}.{uuid.uuid4().hex}"
+        tmp.write_bytes(info.manifest.to_json())
+        os.replace(tmp, dest / MANIFEST)
         return dest
 
     # ------------------------------------------------------------------------------------ promotion

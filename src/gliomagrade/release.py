@@ -12,22 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from gliomagrade import __version__
-from gliomagrade.constants import SEQUENCES
+from gliomagrade.constants import QC_DRIFT_FEATURES, SEQUENCES
 from gliomagrade.errors import InputError
 
 log = logging.getLogger(__name__)
 
 REFERENCE_BINS = 10
-QC_FEATURES = ("t1ce_mean", "brain_volume_ml")
-"""Input statistics with a drift reference and a training range (serving watches the same keys)."""
 PARITY_CASES = 3
 
 
@@ -115,12 +111,13 @@ def cohort_fingerprint(cohort_dir: Path) -> str:
 
 def histogram(values: np.ndarray, *, bounds: tuple[float, float] | None = None) -> dict[str, list[float]]:
     """A drift reference: counts over ``REFERENCE_BINS`` bins (fixed [0, 1] for probabilities)."""
+    from gliomagrade.drift import ReferenceHistogram
+
     values = values[np.isfinite(values)]
     lo, hi = bounds or (float(values.min()), float(values.max()))
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(values, bins=REFERENCE_BINS, range=(lo, hi))
-    return {"edges": [float(e) for e in edges], "counts": [float(c) for c in counts]}
+    return ReferenceHistogram.from_values(values, REFERENCE_BINS, (lo, hi)).to_dict()
 
 
 def references(run_dir: Path, cohort_dir: Path, class_names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -130,7 +127,7 @@ def references(run_dir: Path, cohort_dir: Path, class_names: list[str]) -> tuple
     refs["prob_high"] = refs[f"prob_{class_names[-1]}"]
     cohort = pd.read_csv(cohort_dir / "cohort.csv")
     ranges = {}
-    for key in QC_FEATURES:
+    for key in QC_DRIFT_FEATURES:
         if key in cohort:
             values = pd.to_numeric(cohort[key], errors="coerce").to_numpy(float)
             if np.isfinite(values).sum() >= 2:
@@ -152,13 +149,13 @@ def metric_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def git_commit() -> str | None:
-    """The source tree's commit, when it is a git checkout."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+
+def preprocess_config(cohort_dir: Path) -> dict[str, Any]:
+    """The cohort's preprocessing config, validated: the transformer must rebuild exactly this one."""
+    from gliomagrade.config import PreprocessConfig
+
+    record = json.loads((cohort_dir / "preprocess.json").read_text())
+    return PreprocessConfig.model_validate(record["config"]).model_dump(mode="json")
 
 
 def build_manifest(export_dir: Path, run_dir: Path, cohort_dir: Path, decision: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +165,7 @@ def build_manifest(export_dir: Path, run_dir: Path, cohort_dir: Path, decision: 
     export = json.loads((export_dir / "export.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    preprocess = json.loads((cohort_dir / "preprocess.json").read_text())
+    preprocess = preprocess_config(cohort_dir)
     class_names = list(metrics["class_names"])
     refs, ranges = references(run_dir, cohort_dir, class_names)
     c, *grid = export["input_shape"]
@@ -187,26 +184,23 @@ def build_manifest(export_dir: Path, run_dir: Path, cohort_dir: Path, decision: 
         "gate": decision,
         "cohort_fingerprint": cohort_fingerprint(cohort_dir),
         "train": config["train"],
-        "preprocess": preprocess.get("config", preprocess),
+        "preprocess": preprocess,
         "reference": refs,
         "qc_ranges": ranges,
-        "code": {"gliomagrade": __version__, "git_commit": git_commit()},
-        "extra": {"evaluation": {"pooled": {"auc": metrics["pooled"]["auc"]}, "n": metrics["n"],
-                                 "task": metrics.get("task")},
-                  "export": export, "ensemble": f"{export['num_folds']}-fold mean of logits"},
+        "extra": {"n_cases": metrics["n"], "task": metrics.get("task"), "export": export,
+                  "ensemble": f"{export['num_folds']}-fold mean of logits"},
     }
 
 
 def publish_release(export_dir: Path, run_dir: Path, cohort_dir: Path, decision_path: Path, registry_uri: str,
                     model_name: str, *, promote: bool) -> tuple[Any, str]:
-    """Publish the exported model (+ metrics and report) as the next version; promote if asked."""
+    """Publish the exported model (+ its metrics) as the next version; promote if asked."""
     from gliomagrade.registry import Registry
     from gliomagrade.store import open_store
 
     decision = json.loads(decision_path.read_text())
     files = {str(p.relative_to(export_dir)): p for p in sorted(export_dir.rglob("*")) if p.is_file()}
-    files["metrics.json"] = run_dir / "metrics.json"
-    files["oof.csv"] = run_dir / "oof.csv"
+    files["metrics.json"] = run_dir / "metrics.json"  # aggregate only: per-subject predictions stay in the run
     manifest = build_manifest(export_dir, run_dir, cohort_dir, decision)
     registry = Registry(open_store(registry_uri), model_name)
     info = registry.publish(files, manifest)

@@ -53,13 +53,17 @@ def test_no_gpu_variant(tmp_path: Path) -> None:
 
 
 def test_step_functions_import_only_inside() -> None:
-    """KFP ships each function's source alone: every gliomagrade import must sit inside the body."""
+    """KFP ships each function's source alone: no module-level gliomagrade import in steps.py, and every
+    step imports what it calls inside its body."""
+    import ast
     import inspect
 
-    for name in STEP_NAMES:
-        source = inspect.getsource(getattr(steps, name))
-        body = source.split('"""', 2)[-1]
-        assert "from gliomagrade" in body, name
+    tree = ast.parse(inspect.getsource(steps))
+    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert not [n for n in top if "gliomagrade" in ast.unparse(n)], "module-level gliomagrade import in steps.py"
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        inner = [n for n in ast.walk(fn) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("gliomagrade")]
+        assert inner, f"{fn.name} calls no gliomagrade code"
 
 
 def test_parse_params() -> None:

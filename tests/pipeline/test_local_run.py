@@ -90,3 +90,30 @@ def test_label_shuffled_model_is_rejected_by_the_default_gate(passed_run, tmp_pa
     decision = evaluate_gate(evaluate_run(tmp_path / "run", n_boot=500), load_profile("quick").gate)
     assert not decision.passed
     assert any(c.name == "auc_lower_ci" and not c.passed for c in decision.criteria)
+
+
+def test_released_version_loads_in_both_model_servers(passed_run, tmp_path: Path) -> None:
+    """What the pipeline publishes is what the predictor and the transformer accept (no hand-made manifest)."""
+    from gliomagrade.serving.predictor import OnnxPredictor
+    from gliomagrade.serving.transformer import GliomaTransformer
+
+    _, registry_uri = passed_run
+    predictor = OnnxPredictor("glioma-grade", registry_uri, "promoted", cache_dir=tmp_path / "p")
+    transformer = GliomaTransformer("glioma-grade", registry_uri, "promoted", cache_dir=tmp_path / "t")
+    assert predictor.load() and transformer.load()
+    assert transformer.cfg is not None and tuple(transformer.cfg.grid) == (24, 24, 24)
+
+
+def test_promoted_version_is_the_gate_baseline(passed_run) -> None:
+    """A worse candidate fails `no_regression` against what the pipeline promoted."""
+    from gliomagrade.config import GateConfig
+    from gliomagrade.gate import evaluate_gate
+    from gliomagrade.pipeline_steps import promoted_metrics
+
+    _, registry_uri = passed_run
+    baseline = promoted_metrics(registry_uri, "glioma-grade")
+    assert baseline is not None and baseline["class_names"] == ["LGG", "HGG"]
+    worse = {**baseline, "pooled": {**baseline["pooled"], "auc": baseline["pooled"]["auc"] - 0.2}}
+    decision = evaluate_gate(worse, GateConfig(max_regression=0.05), baseline=baseline)
+    criterion = next(c for c in decision.criteria if c.name == "no_regression")
+    assert not criterion.skipped and not criterion.passed

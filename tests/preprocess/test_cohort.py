@@ -68,7 +68,7 @@ def test_cohort_outputs_resume_and_failures(cohort: tuple[Path, list[CaseRecord]
     record = json.loads((out / "cases" / "A01.json").read_text())
     assert {"geometry", "qc", "key"} <= set(record)
     assert (out / "qc" / "A01.png").stat().st_size > 0 and (out / "qc_montage.png").is_file()
-    assert json.loads((out / "preprocess.json").read_text())["grid"] == [24, 24, 24]
+    assert json.loads((out / "preprocess.json").read_text())["config"]["grid"] == [24, 24, 24]
     assert not (out / "cases" / "C03.npz").exists()
 
     # Second run: nothing to redo for the good cases; the bad one is reported again.

@@ -172,7 +172,11 @@ def start_stack(store_uri: str, logs: Path, timeout: float = 180.0) -> Stack:
         if line.startswith("ready") or time.monotonic() > deadline:
             break
     if not output or not output[-1].startswith("ready"):
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.terminate()  # the launcher stops the servers it started (they run in sessions of their own)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
         raise RuntimeError("glioma serve did not get ready:\n" + "\n".join(output[-40:]))
     pids = dict(item.split() for item in next(x for x in output if x.startswith("pids")).split(None, 1)[1].split(", "))
     return Stack(proc, Server(_Pid(int(pids["transformer"])), t_http, t_grpc, logs / "transformer.log"),

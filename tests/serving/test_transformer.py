@@ -211,7 +211,7 @@ BAD_REQUESTS: dict[str, tuple[BadCase, int, str]] = {
                           "t2"),
     "mismatched_fov": (lambda s, c, r: v1(s, _good(c, t2=b64(nifti_bytes(np.random.rand(*SHAPE).astype(np.float32),
                                                                           (1.0, 1.0, 1.0))))), 400,
-                       "field of view"),
+                       "fields of view"),
     "dicom_zip_path_traversal": (lambda s, c, r: v1(s, {"dicom_zip": b64(zipped({"../../etc/evil.dcm": b"x" * 200}))}),
                                  400, "path traversal"),
     "dicom_zip_bomb": (lambda s, c, r: v1(s, {"dicom_zip": b64(zipped({"a.dcm": bytes(20_000_000)}))}), 400,

@@ -44,10 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start both servers, print URLs, stop both on Ctrl-C / SIGTERM."""
+    from gliomagrade.serving.bundle import resolve_version
     from gliomagrade.serving.launcher import StackConfig, run_stack
 
+    version = resolve_version(args.store, args.model, args.version)
+    if version != args.version:
+        print(f"serving {args.model} version {version} ({args.version})")
     config = StackConfig(
-        store=args.store, model=args.model, version=args.version, host=args.host, http_port=args.http_port,
+        store=args.store, model=args.model, version=version, host=args.host, http_port=args.http_port,
         grpc_port=args.grpc_port, predictor_http_port=args.predictor_http_port,
         predictor_grpc_port=args.predictor_grpc_port, predictor_protocol=args.predictor_protocol,
         timeout_s=args.timeout, retries=args.retries, max_in_flight=args.max_in_flight,

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     exp = sub.add_parser("experiment", help="experiments built on cross-validated training")
     esub = exp.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     p = esub.add_parser("ablation", help="the same CV per single sequence and for all four",
-                        description="Writes ablation.csv/json/png: AUC (95%% CI) and balanced accuracy per "
+                        description="Writes ablation.csv/json/png: AUC (95% CI) and balanced accuracy per "
                                     "set, and all-four minus the best single sequence (paired bootstrap).")
     _common(p, sequences=False)
     p.add_argument("--sets", default="t1,t1ce,t2,flair,all",

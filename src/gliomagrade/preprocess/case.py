@@ -20,13 +20,13 @@ import SimpleITK as sitk
 from gliomagrade.config import PreprocessConfig
 from gliomagrade.constants import REFERENCE_SEQUENCE, SEQUENCES
 from gliomagrade.errors import ImageError, InputError
+from gliomagrade.imageio import check_same_extent
 from gliomagrade.preprocess import intensity, skullstrip
 from gliomagrade.preprocess.geometry import (
     Geometry,
     Grid,
     compose,
     output_grid,
-    physical_extent,
     reorient,
     resample,
 )
@@ -84,15 +84,7 @@ def _validated(images: Mapping[str, sitk.Image], cfg: PreprocessConfig, subject:
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
             raise ImageError("image has non-finite voxels (NaN/inf)", subject=subject, source=seq)
         out[seq] = image
-    ref_extent = physical_extent(out[REFERENCE_SEQUENCE])
-    for seq in SEQUENCES:
-        extent = physical_extent(out[seq])
-        worst = float(np.max(np.abs(extent - ref_extent) / ref_extent))
-        if worst > cfg.fov_tolerance:
-            raise InputError(
-                f"field of view {np.round(extent, 1).tolist()} mm differs from {REFERENCE_SEQUENCE} "
-                f"{np.round(ref_extent, 1).tolist()} mm by {worst:.0%} (tolerance {cfg.fov_tolerance:.0%})",
-                subject=subject, source=seq)
+    check_same_extent(out, cfg.fov_tolerance, subject)  # the same check ingest applies
     return out
 
 

@@ -247,8 +247,8 @@ def preprocess_cohort(cases: Sequence[Any] | str | Path, out_dir: str | Path, cf
     _check_unique(records)
     workers = workers or default_workers()
     config_json = cfg.model_dump_json()
-    (out / "preprocess.json").write_text(json.dumps({"version": PREPROCESS_VERSION, **cfg.model_dump(mode="json")},
-                                                    indent=1))
+    (out / "preprocess.json").write_text(json.dumps({"version": PREPROCESS_VERSION,
+                                                     "config": cfg.model_dump(mode="json")}, indent=1))
     jobs = [_job(c, root, out, config_json, force, threads=1 if workers > 1 else 0) for c in records]
     outcomes = map_items(run_case, jobs, workers=workers, desc="preprocess")
     results = [o.result if o.ok and o.result is not None else

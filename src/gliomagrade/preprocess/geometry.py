@@ -77,11 +77,6 @@ def reorient(image: sitk.Image, orientation: str = GRID_ORIENTATION) -> sitk.Ima
     return sitk.DICOMOrient(image, orientation)
 
 
-def physical_extent(image: sitk.Image) -> np.ndarray:
-    """Sorted physical side lengths (mm) of an image's field of view, independent of orientation."""
-    return np.sort(np.asarray(image.GetSize()) * np.asarray(image.GetSpacing()))
-
-
 def resample(image: sitk.Image, grid: Grid, transform: sitk.Transform, interpolator: str = "linear",
              pixel: int = sitk.sitkFloat32, default: float = 0.0) -> sitk.Image:
     """Sample ``image`` on ``grid`` through ``transform`` (grid point -> image point)."""
