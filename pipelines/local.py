@@ -20,11 +20,13 @@ def prepare_cohort(args: argparse.Namespace, console: Console) -> str:
     from gliomagrade.synth.cohort import write_cohort
     from gliomagrade.synth.params import SynthParams
 
-    out = (args.out / f"synthetic-{args.synth}-seed{args.seed}").resolve()
+    params = SynthParams(resolution=args.resolution, **({} if args.difficulty is None else
+                                                        {"difficulty": args.difficulty}))
+    out = (args.out / f"synthetic-{args.synth}-seed{args.seed}-d{params.difficulty:g}").resolve()
     if not (out / ".complete").exists():
-        console.print(f"[bold]Synthesising[/] {args.synth} cases at {args.resolution} mm -> {out}")
-        write_cohort(out, n=args.synth, seed=args.seed, layout="brats2020", workers=0,
-                     params=SynthParams(resolution=args.resolution))
+        console.print(f"[bold]Synthesising[/] {args.synth} cases at {args.resolution} mm "
+                      f"(difficulty {params.difficulty:g}) -> {out}")
+        write_cohort(out, n=args.synth, seed=args.seed, layout="brats2020", workers=0, params=params)
         (out / ".complete").write_text("ok\n")
     else:
         console.print(f"Reusing the synthetic cohort in {out}")
@@ -45,8 +47,10 @@ def run_and_report(args: argparse.Namespace) -> int:
     try:
         run = run_local(params, args.out / "kfp", step_log=step_log)
     except RuntimeError as exc:  # kfp.local's way of saying a task failed
-        tail = step_log.read_text().splitlines()[-40:] if step_log.is_file() else []
-        console.print("\n".join(tail), markup=False, highlight=False)
+        lines = step_log.read_text().splitlines() if step_log.is_file() else []
+        last_tb = max((i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line), default=-1)
+        tail = lines[last_tb:] if last_tb >= 0 else lines[-40:]
+        console.print("\n".join(tail[-60:]), markup=False, highlight=False)
         console.print(f"[red]pipeline failed:[/] {exc} (full step output: {step_log})")
         return 1
     elapsed = time.perf_counter() - t0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +69,36 @@ def run_local(arguments: dict[str, Any], pipeline_root: Path, *, step_log: Path 
         warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
         if step_log is not None:
-            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(step_log.open("a"))))
+            sink = _ProgressTee(stack.enter_context(step_log.open("a")), sys.stdout)
+            stack.enter_context(contextlib.redirect_stdout(sink))
         task = build_pipeline()(**arguments)
     new = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not new:
         raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")
     root = new[-1]
     return LocalRun(root=root, release=str(task.output))
+
+
+class _ProgressTee(io.TextIOBase):
+    """Everything to the step log; only the orchestrator's task start/finish lines to the console."""
+
+    PROGRESS = re.compile(r"Executing task|finished with status|Pipeline .* finished")
+
+    def __init__(self, log: io.TextIOBase, console: Any):
+        self.log, self.console, self._line = log, console, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self._line += text
+        *lines, self._line = self._line.split("\n")
+        for line in lines:
+            if self.PROGRESS.search(line):
+                self.console.write(line + "\n")
+                self.console.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
 def submit(host: str, arguments: dict[str, Any], *, experiment: str = "gliomagrade", run_name: str | None = None,

@@ -4,7 +4,8 @@
 # transformer) and one case sent through the transformer. Usage: scripts/demo.sh [OUT_DIR]
 set -euo pipefail
 OUT=${1:-demo}
-N=${GLIOMA_DEMO_CASES:-60}
+N=${GLIOMA_DEMO_CASES:-80}
+DIFFICULTY=${GLIOMA_DEMO_DIFFICULTY:-0.0}
 SEED=7
 BIN=${VENV:-.venv}/bin
 MODEL=glioma-grade
@@ -12,7 +13,7 @@ mkdir -p "$OUT"
 start=$(date +%s)
 
 echo "== 1/2 pipeline: synthetic cohort ($N cases) -> ingest -> preprocess -> CV training -> evaluate -> gate -> ONNX -> registry"
-"$BIN/glioma" pipeline run --local --synth "$N" --seed "$SEED" --out "$OUT"
+"$BIN/glioma" pipeline run --local --synth "$N" --seed "$SEED" --difficulty "$DIFFICULTY" --out "$OUT"
 pipeline_s=$(( $(date +%s) - start ))
 
 echo "== 2/2 serving: predictor + transformer (two kserve.ModelServer processes), one case through the transformer"
@@ -49,7 +50,7 @@ while time.time() < deadline:
 sys.exit(f"transformer not ready after 300 s at {url}")
 PY
 
-CASE=$(find "$OUT/synthetic-$N-seed$SEED" -mindepth 2 -maxdepth 2 -type d -name 'BraTS20_Training_*' | sort | head -n 1)
+CASE=$(find "$OUT"/synthetic-"$N"-seed"$SEED"-d* -mindepth 2 -maxdepth 2 -type d -name 'BraTS20_Training_*' | sort | head -n 1)
 "$BIN/glioma" predict --url "http://127.0.0.1:$HTTP" --model "$MODEL" "$CASE" --out "$OUT/prediction"
 stop_servers
 trap - EXIT

@@ -1,7 +1,10 @@
 """Does the CAM point at the tumour? Scores every out-of-fold case that has a segmentation.
 
 For each case, the model of the fold that held it out gives the exact CAM (GAP + linear head: CAM ==
-Grad-CAM, see ``explain``) of the class it predicted. The map is upsampled to the grid, restricted to
+Grad-CAM, see ``explain``) of the highest-grade class (HGG, or WHO IV) for every case — the same map
+the serving transformer returns. It answers "where does the model see high-grade evidence?", which is
+what a reader checks; the low-grade map marks the *absence* of such evidence, i.e. the rest of the
+brain (measured: its peak fell in the tumour in 0 of 49 LGG-predicted cases). The map is upsampled to the grid, restricted to
 the brain (the input is zero outside it), and scored against tumour + oedema (BraTS labels > 0):
 
 - ``cam_mass_inside``: the fraction of positive CAM mass inside the tumour + oedema;
@@ -63,10 +66,12 @@ def score_fold(fold_dir: Path, cohort_dir: Path, rows: pd.DataFrame, class_names
         x = torch.from_numpy(image[channels].astype(np.float32))[None]
         with torch.no_grad():
             _, fmap = model.forward_with_features(x)
-        predicted = int(np.argmax([getattr(row, f"prob_{c}") for c in class_names]))
-        cam = upsample_cam(cam_from_features(fmap[0], weight, predicted), brain.shape) * brain
+        probs = [float(getattr(row, f"prob_{c}")) for c in class_names]
+        target = len(class_names) - 1  # the highest grade, as served
+        cam = upsample_cam(cam_from_features(fmap[0], weight, target), brain.shape) * brain
         stats = {"subject_id": row.subject_id, "fold": int(row.fold), "label": int(row.label),
-                 "predicted": class_names[predicted], "cam_mass_inside": cam_mass_inside(cam, tumour_mask(seg)),
+                 "predicted": class_names[int(np.argmax(probs))], "cam_class": class_names[target],
+                 "cam_mass_inside": cam_mass_inside(cam, tumour_mask(seg)),
                  "pointing_hit": bool(pointing_game(cam, tumour_mask(seg)))}
         out.append((stats, CaseCam(str(row.subject_id), cam, image, seg, sequences)))
     return out

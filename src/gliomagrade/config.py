@@ -94,6 +94,10 @@ class TrainConfig(_Section):
     than the AUC on small validation sets."""
     min_delta: float = Field(1e-4, ge=0)
     """Smallest improvement of ``monitor`` that resets the patience counter."""
+    min_epochs: int = Field(5, ge=1)
+    """Epochs trained before one may be kept as best or count towards patience: with a validation split
+    of ~10 cases, the untrained network's near-uniform outputs can have the lowest loss (seen: a fold
+    that kept epoch 0 and scored AUC 0.30)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Architecture options passed to ``build_model`` (e.g. smallcnn ``channels``, ``norm``)."""
     dropout: float = Field(0.0, ge=0, lt=1)

@@ -327,11 +327,12 @@ def fit_fold(
         v_loss, v_logits, v_labels = evaluate_epoch(tr, split.val)
         auc = val_auc(v_logits, v_labels)
         score = v_loss if cfg.monitor == "val_loss" else -auc
-        best = _improved(cfg, score, prog.best_score)
+        eligible = epoch + 1 >= min(cfg.min_epochs, cfg.epochs)  # warm-up epochs are never "best"
+        best = eligible and _improved(cfg, score, prog.best_score)
         if best:
             prog.best_score, prog.best_epoch, prog.bad_epochs = score, epoch, 0
             prog.best_state = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
-        else:
+        elif eligible:
             prog.bad_epochs += 1
         prog.stopped = prog.bad_epochs >= cfg.patience
         rec = EpochRecord(split.fold, epoch, train_loss, v_loss, auc, lr, time.perf_counter() - t0, best)

@@ -110,3 +110,14 @@ def test_pretrained_weights_seed_the_fold_model(cohort_dir: Path, tmp_path: Path
     with pytest.raises(ConfigError, match="unrecognised state dict"):
         _new_trainer(cohort, split, tiny_profile(model="resnet10", model_kwargs={}, pretrained=str(bad)).train,
                      None, torch.device("cpu"))  # type: ignore[arg-type]
+
+
+def test_warm_up_epochs_are_never_kept(toy: Cohort, tmp_path: Path) -> None:
+    """With min_epochs=4 the kept epoch is >= 3 even when an earlier one had the lowest validation loss."""
+    cfg = tiny_profile(epochs=6, min_epochs=4, patience=1, augment=False).train
+    split = make_splits(toy.labels, toy.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
+    res = fit_fold(toy, split, cfg, tmp_path / "f0", progress=False)
+    hist = _history(tmp_path / "f0")
+    assert res.meta["best_epoch"] >= 3
+    assert res.meta["best_epoch"] == 3 + int(np.argmin([h["val_loss"] for h in hist[3:]]))
+    assert len(hist) >= 4, "patience only counts after the warm-up"

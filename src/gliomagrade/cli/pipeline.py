@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     src.add_argument("--synth", type=int, metavar="N", help="generate a synthetic cohort of N cases first")
     r.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
     r.add_argument("--resolution", type=float, default=2.0, help="voxel size (mm) of the synthetic cohort")
+    r.add_argument("--difficulty", type=float, default=None,
+                   help="overlap of the grades in the synthetic cohort, 0..1 (default: the generator's)")
     r.add_argument("--out", type=Path, default=Path("runs/pipeline"), help="working folder (pipeline root, cohort)")
     r.add_argument("--profile", default="quick", help="quick | full | path to a profile YAML")
     r.add_argument("--registry", default=None, help="registry URI (default: OUT/registry)")
