@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from gliomagrade.explain import cam_from_features, model_cam
 from gliomagrade.export import ExportError, ExportResult, export_onnx, load_head, ort_session
@@ -47,14 +47,31 @@ def test_triton_layout_and_config(ensemble: tuple[list[GradingNet], ExportResult
     folds, result = ensemble
     repo = result.model_dir
     assert result.onnx_path == repo / "3" / "model.onnx" and result.config_path == repo / "config.pbtxt"
-    config = text_format.Parse(result.config_path.read_text(), model_config_pb2.ModelConfig())
-    assert config.name == repo.name == "glioma-grader"
-    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
-    assert not config.HasField("dynamic_batching")
-    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("image", model_config_pb2.TYPE_FP32, [4, 16, 16, 16])]
+    config = _parse_with_tritons_schema(result.config_path)
+    assert config["name"] == repo.name == "glioma-grader"
+    assert config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 8
+    assert not config["dynamic_batching"]
+    assert config["input"] == [["image", "TYPE_FP32", [4, 16, 16, 16]]]
     f_total = sum(m.feature_channels for m in folds)
-    assert [(o.name, list(o.dims)) for o in config.output] == [("logits", [2]), ("features", [f_total, 2, 2, 2])]
+    assert config["output"] == [["logits", "TYPE_FP32", [2]], ["features", "TYPE_FP32", [f_total, 2, 2, 2]]]
 
+
+def _parse_with_tritons_schema(path: Path) -> dict:
+    """Parse config.pbtxt with Triton's own ModelConfig proto, in a subprocess: tritonclient.grpc registers the
+    same `inference.*` proto symbols as kserve, and the two cannot share a process (nor this test session)."""
+    code = (
+        "import json, sys\n"
+        "from google.protobuf import text_format\n"
+        "from tritonclient.grpc import model_config_pb2 as m\n"
+        "c = text_format.Parse(open(sys.argv[1]).read(), m.ModelConfig())\n"
+        "t = lambda x: m.DataType.Name(x.data_type)\n"
+        "print(json.dumps({'name': c.name, 'platform': c.platform, 'max_batch_size': c.max_batch_size,\n"
+        "  'dynamic_batching': c.HasField('dynamic_batching'),\n"
+        "  'input': [[i.name, t(i), list(i.dims)] for i in c.input],\n"
+        "  'output': [[o.name, t(o), list(o.dims)] for o in c.output]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 def test_graph_passes_checker_with_pinned_opset_and_dynamic_batch(ensemble: tuple[list[GradingNet], ExportResult]) -> None:
     _, result = ensemble
