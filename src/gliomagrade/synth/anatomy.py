@@ -9,30 +9,22 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from gliomagrade.errors import ConfigError
-
-TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 PAD_MM = 20.0
 """Margin around the brain, room for extra-axial CSF, skull and scalp (at most ~17 mm)."""
 
 
 def template_path(name: str) -> Path:
-    """Path of one MNI152 2009a template inside the installed nilearn package."""
-    path = Path(str(resources.files("nilearn") / "datasets" / "data" / TEMPLATE_FILES[name]))
-    if not path.is_file():
-        raise ConfigError(f"MNI152 2009a template {TEMPLATE_FILES[name]} not found in nilearn ({path})")
-    return path
+    """Path of one MNI152 2009a template inside the installed nilearn package (the same files that
+    preprocessing registers to: one locator, ``preprocess.template``)."""
+    from gliomagrade.preprocess.template import TEMPLATE_FILES, template_dir
+
+    return template_dir() / TEMPLATE_FILES[name]
 
 
 @dataclass(frozen=True)
