@@ -102,6 +102,8 @@ class TrainConfig(_Section):
     """Architecture options passed to ``build_model`` (e.g. smallcnn ``channels``, ``norm``)."""
     dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout before the linear head."""
+    feature_l1: float = Field(0.0, ge=0)
+    """Weight of an L1 penalty on the last feature maps (sparse, tumour-centred CAMs; 0: off)."""
     loader_workers: int = Field(0, ge=0)
     """DataLoader worker processes (``data_on_device: false`` path only)."""
     n_boot: int = Field(2000, ge=100)

@@ -99,12 +99,23 @@ def train_step(
     y: torch.Tensor,
     *,
     dtype: torch.dtype | None = None,
+    feature_l1: float = 0.0,
 ) -> torch.Tensor:
-    """One optimisation step; returns the detached loss (on the device: no sync per step)."""
+    """One optimisation step; returns the detached loss (on the device: no sync per step).
+
+    ``feature_l1`` > 0 adds that multiple of the mean |last feature map| (``model`` must then have
+    ``forward_with_features``): evidence-free tissue is pushed to zero activation, so the exact CAM
+    is sparse and points at what drove the call instead of carrying a brain-wide offset.
+    """
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, dtype):
-        logits = model(x)
+        if feature_l1 > 0:
+            logits, fmap = model.forward_with_features(x)  # type: ignore[attr-defined]
+        else:
+            logits = model(x)
     loss = loss_fn(logits.float(), y)
+    if feature_l1 > 0:
+        loss = loss + feature_l1 * fmap.float().abs().mean()
     loss.backward()
     optimizer.step()
     return loss.detach()

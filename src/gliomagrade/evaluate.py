@@ -181,13 +181,23 @@ def _fold_threshold(meta: dict[str, Any], fold: int) -> float:
 
 # ----------------------------------------------------------------------------------------------- CAM
 def cam_summary(path: Path, seed: int = 0) -> dict[str, Any] | None:
-    """Mean CAM mass inside the tumour (bootstrap CI) and pointing-game hit rate (Wilson CI)."""
+    """Mean CAM mass inside the tumour (bootstrap CI) and pointing-game hit rate (Wilson CI), over all
+    scored cases and (``high_grade_predicted``) over those the model calls high grade: the cases where
+    the served map is the evidence for the call."""
     if not path.is_file():
         return None
     df = pd.read_csv(path, dtype={"subject_id": str})
     missing = [c for c in ("subject_id", "cam_mass_inside", "pointing_hit") if c not in df.columns]
     if missing:
         raise InputError(f"missing columns {missing}; found {list(df.columns)}", source=str(path))
+    out = _cam_stats(df, seed)
+    if {"predicted", "cam_class"} <= set(df.columns):
+        out["high_grade_predicted"] = _cam_stats(df[df["predicted"] == df["cam_class"]], seed)
+    return out
+
+
+def _cam_stats(df: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """CAM localisation statistics of the rows of one ``cam_stats.csv`` (NaN where nothing is scored)."""
     mass = df["cam_mass_inside"].to_numpy(dtype=float)
     hits = df["pointing_hit"].map(_as_bool).to_numpy(dtype=float)
     mass, hits = mass[np.isfinite(mass)], hits[np.isfinite(hits)]

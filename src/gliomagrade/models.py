@@ -125,7 +125,8 @@ def build_model(
 ) -> GradingNet:
     """Build a grading network by name; ``kw`` are architecture options of that family.
 
-    smallcnn: ``channels`` (16, 32, 64, 128), ``strides`` (2, 2, 2, 1), ``norm`` ("batch"|"instance").
+    smallcnn: ``channels`` (16, 32, 64, 128), ``strides`` (2, 2, 2, 1), ``norm`` ("batch"|"instance"),
+    ``merge_stage`` (0: off; k: top-down path to stage k's grid, a finer CAM), ``merge_width`` (64).
     resnetN: ``shortcut_type`` ("A"|"B"), ``bias_downsample`` (defaults: MONAI/MedicalNet's),
     ``conv1_t_stride`` (2). densenet121 / efficientnet-b0: ``norm``. Nothing is ever downloaded.
     """
@@ -162,6 +163,38 @@ def build_model(
 _Built = tuple[nn.Module, int, "nn.Linear | None", dict[str, Any]]
 
 
+class TopDownTrunk(nn.Module):
+    """Conv stages whose deepest output is upsampled to an earlier stage's grid and merged with it.
+
+    ``out = ReLU(norm(top(up(deep)) + lateral(stage_k)))``, as in a feature pyramid's top-down path:
+    context from the deep stages, resolution from stage ``k``. The head still pools this map (GAP +
+    linear), so the CAM stays exact, on a finer grid than the deepest stage's.
+    """
+
+    def __init__(self, stages: nn.Sequential, merge_stage: int, lateral_in: int, deep_in: int, width: int,
+                 spatial_dims: int, norm: str) -> None:
+        super().__init__()
+        from monai.networks.layers.factories import Norm
+
+        self.stages = stages
+        self.merge_stage = merge_stage
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.lateral = conv(lateral_in, width, kernel_size=1)
+        self.top = conv(deep_in, width, kernel_size=1)
+        self.norm = Norm[norm, spatial_dims](width)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = x
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i + 1 == self.merge_stage:
+                fine = x
+        mode = "trilinear" if x.ndim == 5 else "bilinear"
+        up = nn.functional.interpolate(self.top(x), size=fine.shape[2:], mode=mode, align_corners=False)
+        return self.act(self.norm(up + self.lateral(fine)))
+
+
 def _smallcnn(
     name: str,
     in_channels: int,
@@ -170,15 +203,21 @@ def _smallcnn(
     channels: tuple[int, ...] | list[int] = (16, 32, 64, 128),
     strides: tuple[int, ...] | list[int] = (2, 2, 2, 1),
     norm: str = "batch",
+    merge_stage: int = 0,
+    merge_width: int = 64,
 ) -> _Built:
     """Four stages of [conv3-norm-ReLU (strided)] + [conv3-norm-ReLU]: 0.15 s per batch-8 4x48^3 train
-    step on 2 CPU cores; the last stage keeps its resolution so the CAM grid is 1/8 of the input."""
+    step on 2 CPU cores; the last stage keeps its resolution so the CAM grid is 1/8 of the input.
+    ``merge_stage`` k > 0 adds a top-down path (``TopDownTrunk``) to stage k's grid (k = 1: 1/2)."""
     from monai.networks.blocks import Convolution
 
     if len(channels) != len(strides):
         raise ConfigError(
             f"smallcnn: {len(channels)} channels but {len(strides)} strides; give one per stage"
         )
+    if not 0 <= merge_stage < len(channels):
+        raise ConfigError(f"smallcnn: merge_stage must be 0 (off) or a stage in 1..{len(channels) - 1}, "
+                          f"got {merge_stage}")
     stages: list[tuple[str, nn.Module]] = []
     prev = in_channels
     for i, (ch, st) in enumerate(zip(channels, strides, strict=True)):
@@ -188,8 +227,13 @@ def _smallcnn(
         )
         stages.append((f"stage{i + 1}", block))
         prev = ch
-    arch = {"channels": list(channels), "strides": list(strides), "norm": norm}
-    return nn.Sequential(OrderedDict(stages)), prev, None, arch
+    arch: dict[str, Any] = {"channels": list(channels), "strides": list(strides), "norm": norm}
+    trunk = nn.Sequential(OrderedDict(stages))
+    if merge_stage:
+        arch |= {"merge_stage": merge_stage, "merge_width": merge_width}
+        top = TopDownTrunk(trunk, merge_stage, channels[merge_stage - 1], prev, merge_width, spatial_dims, norm)
+        return top, merge_width, None, arch
+    return trunk, prev, None, arch
 
 
 def _densenet121(

@@ -448,6 +448,12 @@ def _cam_html(run: Path, cam: dict[str, Any] | None) -> str:
             f"{fmt(cam['mass_inside_mean'], cam['mass_inside_ci'])}; pointing-game hit rate "
             f"{fmt(cam['pointing_rate'], cam['pointing_ci'])} (Wilson 95% CI, n = {cam['n_pointing']}).</p>"
         )
+        if (hg := cam.get("high_grade_predicted")) and hg["n_scored"]:
+            parts.append(
+                f"<p>Cases called high grade ({hg['n_scored']}), where the map is the evidence for the call: "
+                f"mass inside {fmt(hg['mass_inside_mean'], hg['mass_inside_ci'])}; pointing "
+                f"{fmt(hg['pointing_rate'], hg['pointing_ci'])}.</p>"
+            )
     if pngs:
         imgs = "".join(
             f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{_e(p.stem)}" title="{_e(p.stem)}">'

@@ -203,7 +203,8 @@ def run_epoch(tr: _Trainer, train_idx: np.ndarray, seed: int) -> float:
     losses = []
     for x16, y in tr.source.batches(slices):
         x = prepare_batch(x16, channels_last=cfg.channels_last, augment=aug, generator=gen)
-        losses.append(train_step(tr.forward, tr.optimizer, tr.loss, x, y, dtype=tr.dtype))
+        forward = tr.model if cfg.feature_l1 > 0 else tr.forward  # the penalty needs the feature maps
+        losses.append(train_step(forward, tr.optimizer, tr.loss, x, y, dtype=tr.dtype, feature_l1=cfg.feature_l1))
     tr.scheduler.step()
     return float(torch.stack(losses).mean())
 

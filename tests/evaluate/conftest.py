@@ -141,6 +141,8 @@ def _cam(root: Path, subjects: pd.Series, rng: np.random.Generator) -> None:
             "subject_id": subjects,
             "cam_mass_inside": rng.beta(5, 3, len(subjects)),
             "pointing_hit": rng.random(len(subjects)) < 0.8,
+            "predicted": np.where(np.arange(len(subjects)) % 3 == 0, "LGG", "HGG"),
+            "cam_class": "HGG",
         }
     ).to_csv(cam / "cam_stats.csv", index=False)
     yy, xx = np.mgrid[-1:1:48j, -1:1:48j]

@@ -111,10 +111,10 @@ def test_cam_peak_lands_on_the_planted_blob(trained: Trained) -> None:
     assert np.mean(inside1) > np.mean(inside0)
 
 
-@pytest.mark.parametrize("norm", ["batch", "instance"])
-def test_cam_equals_grad_cam_for_a_gap_head(norm: str) -> None:
+@pytest.mark.parametrize(("norm", "merge_stage"), [("batch", 0), ("instance", 0), ("batch", 1)])
+def test_cam_equals_grad_cam_for_a_gap_head(norm: str, merge_stage: int) -> None:
     torch.manual_seed(0)
-    model = build_model("smallcnn", 2, 3, norm=norm, dropout=0.3).eval()
+    model = build_model("smallcnn", 2, 3, norm=norm, dropout=0.3, merge_stage=merge_stage).eval()
     with torch.no_grad():  # a nonzero bias and a positive head so the maps are not all zero
         model.classifier.bias.fill_(0.7)
         model.classifier.weight.abs_()

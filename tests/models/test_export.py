@@ -113,6 +113,16 @@ def test_single_instance_norm_model_exports(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(head["weight"], np.float32), model.classifier.weight.detach().numpy())
 
 
+def test_top_down_model_exports_with_its_finer_feature_grid(tmp_path: Path) -> None:
+    model = _bn_trained(4, merge_stage=1, merge_width=8)
+    result = export_onnx(model, tmp_path, model_name="m", input_shape=SHAPE)
+    assert result.max_abs_diff <= 1e-4 and result.feature_shape == (8, 8, 8, 8)
+    x = torch.randn(1, *SHAPE)
+    _, fmap = ort_session(result.onnx_path).run(["logits", "features"], {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(fmap, model.forward_with_features(x)[1].numpy(), atol=1e-4)
+
+
 def test_parity_failure_and_bad_inputs_raise(tmp_path: Path) -> None:
     model = _bn_trained(3)
     with pytest.raises(ExportError, match="differ by"):

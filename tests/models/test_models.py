@@ -94,3 +94,16 @@ def test_dropout_is_applied_before_the_head_only_in_training() -> None:
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
     assert isinstance(model.dropout, torch.nn.Dropout) and model.dropout.p == 0.5
+
+
+def test_top_down_path_puts_the_cam_grid_on_the_merged_stage() -> None:
+    """merge_stage=k: the map the head pools (and the CAM) lives on stage k's grid, not the deepest one's."""
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.no_grad():
+        assert build_model("smallcnn", 4, 2).forward_with_features(x)[1].shape == (1, 128, 4, 4, 4)
+        for k, side in ((1, 16), (2, 8)):
+            model = build_model("smallcnn", 4, 2, merge_stage=k, merge_width=16).eval()
+            assert model.forward_with_features(x)[1].shape == (1, 16, side, side, side)
+            assert model.config()["arch"]["merge_stage"] == k
+    with pytest.raises(ConfigError, match="merge_stage must be 0"):
+        build_model("smallcnn", 4, 2, merge_stage=4)

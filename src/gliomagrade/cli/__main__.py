@@ -1,1 +1,7 @@
-from gliomagrade.cli import main; import sys; sys.exit(main())
+"""``python -m gliomagrade.cli``: the same entry point as the ``glioma`` command."""
+
+import sys
+
+from gliomagrade.cli import main
+
+sys.exit(main())
