@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from gliomagrade.cam_eval import case_arrays
 from gliomagrade.constants import SEQUENCES
 from gliomagrade.explain import cam_mass_inside, tumour_mask, upsample_cam
 
@@ -45,16 +46,21 @@ def main() -> None:
     ap.add_argument("--margin", type=int, default=3)
     args = ap.parse_args()
     factors = [int(f) for f in args.factors.split(",")]
-    table = pd.read_csv(args.cohort / "cohort.csv")
-    masses, means = [], []
+    table = pd.read_csv(args.cohort / "cohort.csv").dropna(subset=["npz"])
+    masses, means, grades = [], [], []
     for row in table.itertuples():
-        with np.load(args.cohort / row.npz) as z:
-            image, seg, brain = z["image"].astype(np.float32), z["seg"], z["mask"] > 0
+        image, brain, seg = case_arrays(args.cohort, row.npz)
+        if seg is None or not tumour_mask(seg).any():
+            continue
         masses.append([oracle_mass(seg, brain, f) for f in factors])
-        means.append(distant_means(image, seg, brain, args.margin))
-    y = (table["grade"] == "HGG").to_numpy()
+        means.append(distant_means(image.astype(np.float32), seg, brain, args.margin))
+        grades.append(row.grade)
+    y = np.asarray(grades) == "HGG"
+    if len(set(y)) < 2:
+        raise SystemExit(f"{args.cohort}: needs cases of both grades with a tumour segmentation; "
+                         f"found {len(y)} ({int(y.sum())} HGG) of {len(table)}")
     m = np.asarray(masses)
-    print(f"{len(table)} cases ({int(y.sum())} HGG)")
+    print(f"{len(y)} of {len(table)} cases have a tumour segmentation ({int(y.sum())} HGG)")
     for j, f in enumerate(factors):
         print(f"oracle CAM mass inside tumour+oedema, grid 1/{f}: all {np.nanmean(m[:, j]):.2f}, "
               f"HGG {np.nanmean(m[y, j]):.2f}")

@@ -44,7 +44,8 @@ class CaseCam:
     sequences: tuple[str, ...]
 
 
-def _case_arrays(cohort_dir: Path, npz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def case_arrays(cohort_dir: Path, npz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(image, brain mask as bool, segmentation or None) of one preprocessed case."""
     with np.load(cohort_dir / npz) as data:
         seg = data["seg"] if "seg" in data.files else None
         return data["image"], data["mask"].astype(bool), seg
@@ -60,7 +61,7 @@ def score_fold(fold_dir: Path, cohort_dir: Path, rows: pd.DataFrame, class_names
     weight = model.classifier.weight.detach()
     out = []
     for row in rows.itertuples(index=False):
-        image, brain, seg = _case_arrays(cohort_dir, row.npz)
+        image, brain, seg = case_arrays(cohort_dir, row.npz)
         if seg is None or not tumour_mask(seg).any():
             continue
         x = torch.from_numpy(image[channels].astype(np.float32))[None]

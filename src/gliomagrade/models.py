@@ -215,9 +215,11 @@ def _smallcnn(
         raise ConfigError(
             f"smallcnn: {len(channels)} channels but {len(strides)} strides; give one per stage"
         )
-    if not 0 <= merge_stage < len(channels):
+    if isinstance(merge_stage, bool) or not isinstance(merge_stage, int) or not 0 <= merge_stage < len(channels):
         raise ConfigError(f"smallcnn: merge_stage must be 0 (off) or a stage in 1..{len(channels) - 1}, "
-                          f"got {merge_stage}")
+                          f"got {merge_stage!r}")
+    if merge_stage and (isinstance(merge_width, bool) or not isinstance(merge_width, int) or merge_width < 1):
+        raise ConfigError(f"smallcnn: merge_width must be a positive integer, got {merge_width!r}")
     stages: list[tuple[str, nn.Module]] = []
     prev = in_channels
     for i, (ch, st) in enumerate(zip(channels, strides, strict=True)):

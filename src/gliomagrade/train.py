@@ -200,10 +200,10 @@ def run_epoch(tr: _Trainer, train_idx: np.ndarray, seed: int) -> float:
     slices = batch_slices(train_idx[order], cfg.batch_size)
     aug, gen = _augment_config(cfg), torch.Generator().manual_seed(seed)
     tr.model.train()
+    forward = tr.model if cfg.feature_l1 > 0 else tr.forward  # the penalty needs the (uncompiled) feature maps
     losses = []
     for x16, y in tr.source.batches(slices):
         x = prepare_batch(x16, channels_last=cfg.channels_last, augment=aug, generator=gen)
-        forward = tr.model if cfg.feature_l1 > 0 else tr.forward  # the penalty needs the feature maps
         losses.append(train_step(forward, tr.optimizer, tr.loss, x, y, dtype=tr.dtype, feature_l1=cfg.feature_l1))
     tr.scheduler.step()
     return float(torch.stack(losses).mean())

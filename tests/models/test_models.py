@@ -105,5 +105,8 @@ def test_top_down_path_puts_the_cam_grid_on_the_merged_stage() -> None:
             model = build_model("smallcnn", 4, 2, merge_stage=k, merge_width=16).eval()
             assert model.forward_with_features(x)[1].shape == (1, 16, side, side, side)
             assert model.config()["arch"]["merge_stage"] == k
-    with pytest.raises(ConfigError, match="merge_stage must be 0"):
-        build_model("smallcnn", 4, 2, merge_stage=4)
+    for bad in (4, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="merge_stage must be 0"):
+            build_model("smallcnn", 4, 2, merge_stage=bad)
+    with pytest.raises(ConfigError, match="merge_width must be a positive integer, got 0"):
+        build_model("smallcnn", 4, 2, merge_stage=1, merge_width=0)
