@@ -8,7 +8,9 @@ brain (measured: its peak fell in the tumour in 0 of 49 LGG-predicted cases). Th
 the brain (the input is zero outside it), and scored against tumour + oedema (BraTS labels > 0):
 
 - ``cam_mass_inside``: the fraction of positive CAM mass inside the tumour + oedema;
-- ``pointing_hit``: whether the CAM's maximum lies inside it (the pointing game).
+- ``pointing_hit``: whether the CAM's maximum lies inside it (the pointing game);
+- ``evidence_<sequence>`` (models with per-sequence encoders): that encoder's share of the
+  highest-grade logit, centred over the classes, i.e. how far each sequence pushed the call.
 
 Writes ``RUN/cam/cam_stats.csv`` (read by ``evaluate.cam_summary``) and overlays of the best and worst
 cases on t1ce and FLAIR (``RUN/cam/*.png``, shown in the report).
@@ -74,8 +76,21 @@ def score_fold(fold_dir: Path, cohort_dir: Path, rows: pd.DataFrame, class_names
                  "predicted": class_names[int(np.argmax(probs))], "cam_class": class_names[target],
                  "cam_mass_inside": cam_mass_inside(cam, tumour_mask(seg)),
                  "pointing_hit": bool(pointing_game(cam, tumour_mask(seg)))}
+        stats |= sequence_evidence(model, fmap, sequences, target)
         out.append((stats, CaseCam(str(row.subject_id), cam, image, seg, sequences)))
     return out
+
+
+def sequence_evidence(model: torch.nn.Module, fmap: torch.Tensor, sequences: tuple[str, ...], target: int
+                      ) -> dict[str, float]:
+    """``{"evidence_<seq>": share}`` for a model with per-sequence encoders (else ``{}``): each encoder's
+    share of the ``target`` logit minus its mean share over the classes (bias excluded)."""
+    if getattr(model, "sequence_groups", 1) < 2:
+        return {}
+    with torch.no_grad():
+        shares = model.sequence_logits(fmap)[0] - model.classifier.bias.float()  # (G, K)
+    evidence = shares[:, target] - shares.mean(dim=1)
+    return {f"evidence_{seq}": float(e) for seq, e in zip(sequences, evidence, strict=True)}
 
 
 def overlay_png(case: CaseCam, score: float, path: Path) -> Path:

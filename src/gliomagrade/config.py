@@ -104,6 +104,10 @@ class TrainConfig(_Section):
     """Dropout before the linear head."""
     feature_l1: float = Field(0.0, ge=0)
     """Weight of an L1 penalty on the last feature maps (sparse, tumour-centred CAMs; 0: off)."""
+    sequence_loss: float = Field(0.0, ge=0)
+    """Weight of an auxiliary loss on each per-sequence encoder's logit share (smallcnn with
+    ``per_sequence`` and two or more sequences; ignored otherwise): every sequence must grade on its
+    own, not only the easiest one (0: off)."""
     loader_workers: int = Field(0, ge=0)
     """DataLoader worker processes (``data_on_device: false`` path only)."""
     n_boot: int = Field(2000, ge=100)
@@ -135,12 +139,19 @@ class Profile(_Section):
     gate: GateConfig = GateConfig()
 
     def with_overrides(self, **sections: dict[str, Any]) -> Profile:
-        """Return a copy with some fields of some sections replaced (validated again)."""
+        """Return a copy with some fields of some sections replaced (validated again).
+
+        A new ``train.model`` without its own ``model_kwargs`` drops the profile's: those architecture
+        options belong to the profile's network (``--model resnet18`` on the quick profile must work).
+        """
         data = self.model_dump()
         for section, values in sections.items():
             if section not in data:
                 raise ConfigError(f"unknown config section {section!r}; expected one of {sorted(data)}")
-            data[section].update({k: v for k, v in values.items() if v is not None})
+            new = {k: v for k, v in values.items() if v is not None}
+            if section == "train" and str(new.get("model", data["train"]["model"])).lower() != data["train"]["model"]:
+                new.setdefault("model_kwargs", {})
+            data[section].update(new)
         return _validate(data, f"profile {self.name} with overrides")
 
     def to_yaml(self) -> str:
@@ -158,7 +169,11 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
 
 
 def load_profile(name_or_path: str | Path = "quick") -> Profile:
-    """Load a built-in profile by name or a YAML file by path."""
+    """Load a built-in profile by name or a YAML file by path.
+
+    A file with ``base: quick`` (or ``full``, or another file) starts from that profile and replaces
+    only the fields it names, so a variant is a few lines instead of a copy.
+    """
     text: str
     if str(name_or_path) in PROFILES:
         text = resources.files("gliomagrade.profiles").joinpath(f"{name_or_path}.yaml").read_text()
@@ -175,4 +190,19 @@ def load_profile(name_or_path: str | Path = "quick") -> Profile:
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a mapping, got {type(data).__name__}")
     data.setdefault("name", Path(str(name_or_path)).stem)
+    if "base" in data:
+        return _derive(data, source)
     return _validate(data, source)
+
+
+def _derive(data: dict[str, Any], source: str) -> Profile:
+    """A profile file with ``base:``: that profile with the file's sections applied on top."""
+    base = data.pop("base")
+    if not isinstance(base, str) or str(base) == source:
+        raise ConfigError(f"{source}: base must name another profile (quick, full or a YAML file), got {base!r}")
+    sections = {k: v for k, v in data.items() if k != "name"}
+    bad = [k for k, v in sections.items() if not isinstance(v, dict)]
+    if bad:
+        raise ConfigError(f"{source}: sections {bad} must be mappings of fields to values")
+    derived = load_profile(base).with_overrides(**sections)
+    return derived.model_copy(update={"name": data["name"]})

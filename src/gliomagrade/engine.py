@@ -100,22 +100,28 @@ def train_step(
     *,
     dtype: torch.dtype | None = None,
     feature_l1: float = 0.0,
+    sequence_loss: float = 0.0,
 ) -> torch.Tensor:
     """One optimisation step; returns the detached loss (on the device: no sync per step).
 
-    ``feature_l1`` > 0 adds that multiple of the mean |last feature map| (``model`` must then have
-    ``forward_with_features``): evidence-free tissue is pushed to zero activation, so the exact CAM
-    is sparse and points at what drove the call instead of carrying a brain-wide offset.
+    ``feature_l1`` > 0 adds that multiple of the mean |last feature map| (``model`` must then be a
+    ``GradingNet``): evidence-free tissue is pushed to zero activation, so the exact CAM is sparse and
+    points at what drove the call instead of carrying a brain-wide offset. ``sequence_loss`` > 0 adds
+    that multiple of the mean loss of each per-sequence encoder's logit share (``sequence_logits``;
+    nothing for a model with one encoder).
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, dtype):
-        if feature_l1 > 0:
+        if feature_l1 > 0 or sequence_loss > 0:
             logits, fmap = model.forward_with_features(x)  # type: ignore[attr-defined]
         else:
             logits = model(x)
     loss = loss_fn(logits.float(), y)
     if feature_l1 > 0:
         loss = loss + feature_l1 * fmap.float().abs().mean()
+    if sequence_loss > 0 and model.sequence_groups > 1:  # type: ignore[attr-defined]
+        shares = model.sequence_logits(fmap)  # type: ignore[attr-defined]
+        loss = loss + sequence_loss * torch.stack([loss_fn(shares[:, g], y) for g in range(shares.shape[1])]).mean()
     loss.backward()
     optimizer.step()
     return loss.detach()

@@ -193,6 +193,11 @@ def cam_summary(path: Path, seed: int = 0) -> dict[str, Any] | None:
     out = _cam_stats(df, seed)
     if {"predicted", "cam_class"} <= set(df.columns):
         out["high_grade_predicted"] = _cam_stats(df[df["predicted"] == df["cam_class"]], seed)
+    evidence = [c for c in df.columns if c.startswith("evidence_")]
+    if evidence and "label" in df.columns:
+        means = df.groupby("label")[evidence].mean()
+        out["sequence_evidence"] = {c.removeprefix("evidence_"): {str(k): float(v) for k, v in means[c].items()}
+                                    for c in evidence}
     return out
 
 

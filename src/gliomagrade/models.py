@@ -91,6 +91,23 @@ class GradingNet(nn.Module):
         pooled = fmap.flatten(2).mean(dim=2)
         return self.classifier(self.dropout(pooled)), fmap
 
+    @property
+    def sequence_groups(self) -> int:
+        """Number of per-sequence encoders (``per_sequence`` smallcnn: one per input), else 1."""
+        return self.in_channels if self.arch.get("per_sequence") else 1
+
+    def sequence_logits(self, fmap: torch.Tensor) -> torch.Tensor:
+        """``(B, G, K)``: each encoder's share of the logits, ``W[:, group] @ GAP(fmap[group]) + b``.
+
+        The full logits are ``sum_g (share_g - b) + b``; training each share to grade on its own (an
+        auxiliary loss) keeps the weaker sequences' encoders from going unused.
+        """
+        g = self.sequence_groups
+        pooled = fmap.float().flatten(2).mean(dim=2)
+        w = self.classifier.weight.float()
+        share = torch.einsum("bgf,kgf->bgk", pooled.view(pooled.shape[0], g, -1), w.view(w.shape[0], g, -1))
+        return share + self.classifier.bias.float()
+
     def _check_input(self, x: torch.Tensor) -> None:
         """Refuse a tensor of the wrong rank or channel count, saying found vs expected."""
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
@@ -205,10 +222,14 @@ def _smallcnn(
     norm: str = "batch",
     merge_stage: int = 0,
     merge_width: int = 64,
+    per_sequence: bool = False,
 ) -> _Built:
     """Four stages of [conv3-norm-ReLU (strided)] + [conv3-norm-ReLU]: 0.15 s per batch-8 4x48^3 train
     step on 2 CPU cores; the last stage keeps its resolution so the CAM grid is 1/8 of the input.
-    ``merge_stage`` k > 0 adds a top-down path (``TopDownTrunk``) to stage k's grid (k = 1: 1/2)."""
+    ``merge_stage`` k > 0 adds a top-down path (``TopDownTrunk``) to stage k's grid (k = 1: 1/2).
+    ``per_sequence``: one encoder per input sequence (grouped convolutions), ``channels`` wide each, fused
+    only by the linear head: the logit and the CAM are sums of per-sequence terms, and a one-sequence
+    model is exactly one of the encoders of the four-sequence model (a like-for-like ablation)."""
     from monai.networks.blocks import Convolution
 
     if len(channels) != len(strides):
@@ -220,22 +241,36 @@ def _smallcnn(
                           f"got {merge_stage!r}")
     if merge_stage and (isinstance(merge_width, bool) or not isinstance(merge_width, int) or merge_width < 1):
         raise ConfigError(f"smallcnn: merge_width must be a positive integer, got {merge_width!r}")
+    groups = _groups(in_channels, per_sequence)
+    if merge_stage and groups > 1:
+        raise ConfigError("smallcnn: per_sequence and merge_stage cannot be combined (the top-down path would "
+                          "mix the sequences' features, and the per-sequence logit shares would be wrong)")
     stages: list[tuple[str, nn.Module]] = []
     prev = in_channels
-    for i, (ch, st) in enumerate(zip(channels, strides, strict=True)):
+    for i, (width, st) in enumerate(zip(channels, strides, strict=True)):
+        ch = width * groups
         block = nn.Sequential(
-            Convolution(spatial_dims, prev, ch, strides=st, kernel_size=3, act="relu", norm=norm),
-            Convolution(spatial_dims, ch, ch, strides=1, kernel_size=3, act="relu", norm=norm),
+            Convolution(spatial_dims, prev, ch, strides=st, kernel_size=3, act="relu", norm=norm, groups=groups),
+            Convolution(spatial_dims, ch, ch, strides=1, kernel_size=3, act="relu", norm=norm, groups=groups),
         )
         stages.append((f"stage{i + 1}", block))
         prev = ch
     arch: dict[str, Any] = {"channels": list(channels), "strides": list(strides), "norm": norm}
+    if per_sequence:
+        arch["per_sequence"] = True
     trunk = nn.Sequential(OrderedDict(stages))
     if merge_stage:
         arch |= {"merge_stage": merge_stage, "merge_width": merge_width}
         top = TopDownTrunk(trunk, merge_stage, channels[merge_stage - 1], prev, merge_width, spatial_dims, norm)
         return top, merge_width, None, arch
     return trunk, prev, None, arch
+
+
+def _groups(in_channels: int, per_sequence: bool) -> int:
+    """Convolution groups: one per input sequence when ``per_sequence``."""
+    if not isinstance(per_sequence, bool):
+        raise ConfigError(f"smallcnn: per_sequence must be true or false, got {per_sequence!r}")
+    return in_channels if per_sequence else 1
 
 
 def _densenet121(

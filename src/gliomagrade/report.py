@@ -437,7 +437,19 @@ def _cell(v: Any) -> str:
     return fmt(v) if isinstance(v, float) else "n/a" if v is None else str(v)
 
 
-def _cam_html(run: Path, cam: dict[str, Any] | None) -> str:
+def _evidence_html(evidence: dict[str, dict[str, float]] | None, class_names: list[str]) -> str:
+    """Mean per-sequence share of the highest-grade logit, by true class (per-sequence encoders only)."""
+    if not evidence:
+        return ""
+    labels = sorted({k for v in evidence.values() for k in v}, key=int)
+    head = "".join(f"<th>true {_e(class_names[int(k)])}</th>" for k in labels)
+    rows = "".join(f"<tr><td>{_e(seq)}</td>" + "".join(f"<td>{v.get(k, float('nan')):+.2f}</td>" for k in labels)
+                   + "</tr>" for seq, v in evidence.items())
+    return ("<p>How far each sequence's encoder pushed the call towards the highest grade (mean share of "
+            f"its centred logit):</p><table><tr><th>sequence</th>{head}</tr>{rows}</table>")
+
+
+def _cam_html(run: Path, cam: dict[str, Any] | None, class_names: list[str]) -> str:
     pngs = sorted((run / "cam").glob("*.png"))[:MAX_CAM_IMAGES] if (run / "cam").is_dir() else []
     if not pngs and not cam:
         return ""
@@ -454,6 +466,7 @@ def _cam_html(run: Path, cam: dict[str, Any] | None) -> str:
                 f"mass inside {fmt(hg['mass_inside_mean'], hg['mass_inside_ci'])}; pointing "
                 f"{fmt(hg['pointing_rate'], hg['pointing_ci'])}.</p>"
             )
+        parts.append(_evidence_html(cam.get("sequence_evidence"), class_names))
     if pngs:
         imgs = "".join(
             f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{_e(p.stem)}" title="{_e(p.stem)}">'
@@ -517,7 +530,7 @@ cross-validation; CIs: {_e(metrics["bootstrap"]["method"])} bootstrap, {metrics[
 <h2>Training</h2>
 {training}
 {_ablation_html(metrics.get("ablation"), figs.get("ablation"))}
-{_cam_html(run, metrics.get("cam"))}
+{_cam_html(run, metrics.get("cam"), names)}
 <h2>Model card</h2>
 {model_card(metrics, oof, cfg)}
 </body></html>

@@ -200,11 +200,13 @@ def run_epoch(tr: _Trainer, train_idx: np.ndarray, seed: int) -> float:
     slices = batch_slices(train_idx[order], cfg.batch_size)
     aug, gen = _augment_config(cfg), torch.Generator().manual_seed(seed)
     tr.model.train()
-    forward = tr.model if cfg.feature_l1 > 0 else tr.forward  # the penalty needs the (uncompiled) feature maps
+    penalised = cfg.feature_l1 > 0 or (cfg.sequence_loss > 0 and tr.model.sequence_groups > 1)
+    forward = tr.model if penalised else tr.forward  # the penalties need the (uncompiled) feature maps
     losses = []
     for x16, y in tr.source.batches(slices):
         x = prepare_batch(x16, channels_last=cfg.channels_last, augment=aug, generator=gen)
-        losses.append(train_step(forward, tr.optimizer, tr.loss, x, y, dtype=tr.dtype, feature_l1=cfg.feature_l1))
+        losses.append(train_step(forward, tr.optimizer, tr.loss, x, y, dtype=tr.dtype, feature_l1=cfg.feature_l1,
+                                 sequence_loss=cfg.sequence_loss))
     tr.scheduler.step()
     return float(torch.stack(losses).mean())
 

@@ -106,7 +106,7 @@ def make_run(
     profile = load_profile("quick").with_overrides(train={"task": task})
     (root / "config.yaml").write_text(profile.to_yaml())
     if extras:
-        _cam(root, df["subject_id"], rng)
+        _cam(root, df["subject_id"], df["label"], rng)
         if task == "binary":
             _ablation(root, df, x, y, folds, seed)
     return root
@@ -128,7 +128,7 @@ def _training_log(path: Path, rng: np.random.Generator, epochs: int = 12) -> Non
     ).to_csv(path, index=False)
 
 
-def _cam(root: Path, subjects: pd.Series, rng: np.random.Generator) -> None:
+def _cam(root: Path, subjects: pd.Series, labels: pd.Series, rng: np.random.Generator) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,6 +143,9 @@ def _cam(root: Path, subjects: pd.Series, rng: np.random.Generator) -> None:
             "pointing_hit": rng.random(len(subjects)) < 0.8,
             "predicted": np.where(np.arange(len(subjects)) % 3 == 0, "LGG", "HGG"),
             "cam_class": "HGG",
+            "label": labels,
+            "evidence_t1ce": np.where(labels == 1, 2.0, -1.0),  # per-sequence encoders: each one's push
+            "evidence_flair": 0.5,
         }
     ).to_csv(cam / "cam_stats.csv", index=False)
     yy, xx = np.mgrid[-1:1:48j, -1:1:48j]

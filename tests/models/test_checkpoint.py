@@ -33,7 +33,8 @@ def _trained_a_bit(name: str = "smallcnn", **kw: object) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name,kw", [("smallcnn", {"norm": "instance"}), ("resnet10", {"shortcut_type": "A"})])
+@pytest.mark.parametrize("name,kw", [("smallcnn", {"norm": "instance"}), ("resnet10", {"shortcut_type": "A"}),
+                                     ("smallcnn", {"channels": (4, 4, 8, 8), "per_sequence": True})])
 def test_round_trip_is_bit_exact(tmp_path: Path, name: str, kw: dict) -> None:
     model = _trained_a_bit(name, **kw)
     meta = {"sequences": ["t1ce", "flair"], "class_names": ["a", "b", "c"], "temperature": 1.3, "grid": [16, 16, 16]}

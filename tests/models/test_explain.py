@@ -111,10 +111,12 @@ def test_cam_peak_lands_on_the_planted_blob(trained: Trained) -> None:
     assert np.mean(inside1) > np.mean(inside0)
 
 
-@pytest.mark.parametrize(("norm", "merge_stage"), [("batch", 0), ("instance", 0), ("batch", 1)])
-def test_cam_equals_grad_cam_for_a_gap_head(norm: str, merge_stage: int) -> None:
+@pytest.mark.parametrize(("norm", "merge_stage", "per_sequence"),
+                         [("batch", 0, False), ("instance", 0, False), ("batch", 1, False), ("batch", 0, True)])
+def test_cam_equals_grad_cam_for_a_gap_head(norm: str, merge_stage: int, per_sequence: bool) -> None:
     torch.manual_seed(0)
-    model = build_model("smallcnn", 2, 3, norm=norm, dropout=0.3, merge_stage=merge_stage).eval()
+    model = build_model("smallcnn", 2, 3, norm=norm, dropout=0.3, merge_stage=merge_stage,
+                        per_sequence=per_sequence).eval()
     with torch.no_grad():  # a nonzero bias and a positive head so the maps are not all zero
         model.classifier.bias.fill_(0.7)
         model.classifier.weight.abs_()
@@ -185,3 +187,20 @@ def test_mass_and_pointing_on_known_maps() -> None:
     assert up.shape == (1, 16, 16, 16) and up.min() >= 0
     assert np.unravel_index(up[0].argmax(), up[0].shape) in {(6, 6, 6), (6, 6, 7), (7, 7, 7), (6, 7, 7), (7, 6, 6)}
     assert normalise_cam(cam).max() == 1.0 and normalise_cam(np.zeros_like(cam)).max() == 0.0
+
+
+def test_sequence_evidence_splits_the_centred_logit_by_sequence() -> None:
+    """Per-sequence evidence sums to the highest-grade logit's lead over the class mean (bias excluded)."""
+    from gliomagrade.cam_eval import sequence_evidence
+
+    torch.manual_seed(2)
+    model = build_model("smallcnn", 2, 3, channels=(4, 4, 8, 8), per_sequence=True).eval()
+    with torch.no_grad():
+        logits, fmap = model.forward_with_features(torch.randn(1, 2, 16, 16, 16))
+    ev = sequence_evidence(model, fmap, ("t1ce", "flair"), 2)
+    assert set(ev) == {"evidence_t1ce", "evidence_flair"}
+    unbiased = logits[0] - model.classifier.bias.detach()
+    centred = unbiased - unbiased.mean()
+    assert sum(ev.values()) == pytest.approx(float(centred[2]), abs=1e-5)
+    dense = build_model("smallcnn", 2, 3, channels=(4, 4, 8, 8)).eval()
+    assert sequence_evidence(dense, dense.forward_with_features(torch.randn(1, 2, 16, 16, 16))[1], ("t1ce", "flair"), 2) == {}

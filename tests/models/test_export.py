@@ -123,6 +123,12 @@ def test_top_down_model_exports_with_its_finer_feature_grid(tmp_path: Path) -> N
         np.testing.assert_allclose(fmap, model.forward_with_features(x)[1].numpy(), atol=1e-4)
 
 
+def test_per_sequence_model_exports_with_grouped_convolutions(tmp_path: Path) -> None:
+    model = _bn_trained(5, channels=(2, 2, 4, 4), per_sequence=True)
+    result = export_onnx(model, tmp_path, model_name="m", input_shape=SHAPE)
+    assert result.max_abs_diff <= 1e-4 and result.feature_shape[0] == 16
+
+
 def test_parity_failure_and_bad_inputs_raise(tmp_path: Path) -> None:
     model = _bn_trained(3)
     with pytest.raises(ExportError, match="differ by"):

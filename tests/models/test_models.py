@@ -110,3 +110,42 @@ def test_top_down_path_puts_the_cam_grid_on_the_merged_stage() -> None:
             build_model("smallcnn", 4, 2, merge_stage=bad)
     with pytest.raises(ConfigError, match="merge_width must be a positive integer, got 0"):
         build_model("smallcnn", 4, 2, merge_stage=1, merge_width=0)
+
+
+def test_per_sequence_encoders_keep_the_sequences_apart() -> None:
+    """per_sequence: feature group k depends on input sequence k only (late fusion in the linear head),
+    and a one-sequence model is one such encoder."""
+    torch.manual_seed(0)
+    model = build_model("smallcnn", 4, 2, channels=(4, 4, 8, 8), per_sequence=True).eval()
+    assert model.config()["arch"]["per_sequence"] is True and model.config()["feature_channels"] == 32
+    x = torch.randn(1, 4, 16, 16, 16)
+    y = x.clone()
+    y[:, 2] = torch.randn(1, 16, 16, 16)  # change t2 only
+    with torch.no_grad():
+        fx, fy = model.forward_with_features(x)[1], model.forward_with_features(y)[1]
+    changed = [not torch.allclose(fx[:, 8 * g : 8 * g + 8], fy[:, 8 * g : 8 * g + 8]) for g in range(4)]
+    assert changed == [False, False, True, False]
+    single = build_model("smallcnn", 1, 2, channels=(4, 4, 8, 8), per_sequence=True)
+    one = sum(p.numel() for p in single.features.parameters())
+    assert one * 4 == sum(p.numel() for p in model.features.parameters())
+    with pytest.raises(ConfigError, match="per_sequence must be true or false"):
+        build_model("smallcnn", 4, 2, per_sequence="yes")
+    with pytest.raises(ConfigError, match="per_sequence and merge_stage cannot be combined"):
+        build_model("smallcnn", 4, 2, per_sequence=True, merge_stage=1)
+
+
+def test_sequence_logits_are_each_encoders_share_of_the_logits() -> None:
+    torch.manual_seed(1)
+    model = build_model("smallcnn", 3, 2, channels=(4, 4, 8, 8), per_sequence=True).eval()
+    assert model.sequence_groups == 3
+    with torch.no_grad():
+        logits, fmap = model.forward_with_features(torch.randn(2, 3, 16, 16, 16))
+        shares = model.sequence_logits(fmap)
+    bias = model.classifier.bias
+    assert shares.shape == (2, 3, 2)
+    torch.testing.assert_close((shares - bias).sum(dim=1) + bias, logits)
+    dense = build_model("smallcnn", 3, 2, channels=(4, 4, 8, 8)).eval()
+    with torch.no_grad():
+        logits, fmap = dense.forward_with_features(torch.randn(2, 3, 16, 16, 16))
+        torch.testing.assert_close(dense.sequence_logits(fmap)[:, 0], logits)
+    assert dense.sequence_groups == 1

@@ -138,3 +138,22 @@ def test_feature_l1_sparsifies_the_maps_the_cam_is_made_of(toy: Cohort, tmp_path
         gaps.append(prob_hgg[res.test_labels == 1].mean() - prob_hgg[res.test_labels == 0].mean())
     assert mean_act[1] < 0.7 * mean_act[0]
     assert gaps[1] > 0.2, "the penalised model still separates the grades"
+
+
+def test_sequence_loss_adds_each_encoders_own_loss() -> None:
+    """train_step's loss = CE(logits) + w * mean_g CE(share_g); nothing is added for a one-encoder model."""
+    from gliomagrade.engine import train_step
+    from gliomagrade.models import build_model
+
+    x, y = torch.randn(4, 2, 16, 16, 16), torch.tensor([0, 1, 0, 1])
+    ce = torch.nn.functional.cross_entropy
+    for per_sequence, groups in ((True, 2), (False, 1)):
+        torch.manual_seed(0)
+        model = build_model("smallcnn", 2, 2, channels=(4, 4, 8, 8), per_sequence=per_sequence).eval()
+        with torch.no_grad():
+            logits, fmap = model.forward_with_features(x)
+            shares = model.sequence_logits(fmap)
+        expected = ce(logits, y) + (0.5 * sum(ce(shares[:, g], y) for g in range(2)) / 2 if groups == 2 else 0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        got = train_step(model, opt, ce, x, y, sequence_loss=0.5)
+        torch.testing.assert_close(got, expected)

@@ -1,0 +1,45 @@
+"""Profiles: the shipped ones build their networks, and overriding the network drops the old one's options."""
+
+from __future__ import annotations
+
+import pytest
+
+from gliomagrade.config import PROFILES, load_profile
+from gliomagrade.errors import ConfigError
+from gliomagrade.models import build_model
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_shipped_profiles_build_their_network(name: str) -> None:
+    cfg = load_profile(name).train
+    model = build_model(cfg.model, len(cfg.sequences), 2, dropout=cfg.dropout, **cfg.model_kwargs)
+    assert model.config()["in_channels"] == 4
+
+
+def test_a_new_model_drops_the_profile_architecture_options() -> None:
+    quick = load_profile("quick").with_overrides(train={"model_kwargs": {"channels": [8, 16, 32, 64],
+                                                                         "per_sequence": True}})
+    other = quick.with_overrides(train={"model": "resnet10"}).train
+    assert other.model == "resnet10" and other.model_kwargs == {}
+    build_model(other.model, 4, 2, **other.model_kwargs)
+    same = quick.with_overrides(train={"model": "smallcnn", "epochs": 3}).train
+    assert same.model_kwargs == quick.train.model_kwargs and same.epochs == 3
+    explicit = quick.with_overrides(train={"model": "resnet10", "model_kwargs": {"shortcut_type": "A"}}).train
+    assert explicit.model_kwargs == {"shortcut_type": "A"}
+
+
+def test_a_profile_file_can_start_from_a_built_in_one(tmp_path) -> None:
+    path = tmp_path / "variant.yaml"
+    path.write_text("base: quick\ntrain:\n  model_kwargs: {channels: [8, 16, 32, 64], per_sequence: true}\n"
+                    "  sequence_loss: 1.0\n")
+    variant, quick = load_profile(path), load_profile("quick")
+    assert variant.name == "variant" and variant.train.sequence_loss == 1.0
+    assert variant.train.model_kwargs == {"channels": [8, 16, 32, 64], "per_sequence": True}
+    assert variant.train.epochs == quick.train.epochs and variant.preprocess == quick.preprocess
+    assert variant.gate == quick.gate
+    (tmp_path / "bad.yaml").write_text("base: quick\ntrain: 3\n")
+    with pytest.raises(ConfigError, match="must be mappings"):
+        load_profile(tmp_path / "bad.yaml")
+    (tmp_path / "typo.yaml").write_text("base: quick\ntrain:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="epoch"):
+        load_profile(tmp_path / "typo.yaml")
