@@ -111,15 +111,16 @@ def train_step(
     nothing for a model with one encoder).
     """
     optimizer.zero_grad(set_to_none=True)
+    per_sequence = sequence_loss > 0 and getattr(model, "sequence_groups", 1) > 1
     with autocast(x.device, dtype):
-        if feature_l1 > 0 or sequence_loss > 0:
+        if feature_l1 > 0 or per_sequence:
             logits, fmap = model.forward_with_features(x)  # type: ignore[attr-defined]
         else:
             logits = model(x)
     loss = loss_fn(logits.float(), y)
     if feature_l1 > 0:
         loss = loss + feature_l1 * fmap.float().abs().mean()
-    if sequence_loss > 0 and model.sequence_groups > 1:  # type: ignore[attr-defined]
+    if per_sequence:
         shares = model.sequence_logits(fmap)  # type: ignore[attr-defined]
         loss = loss + sequence_loss * torch.stack([loss_fn(shares[:, g], y) for g in range(shares.shape[1])]).mean()
     loss.backward()

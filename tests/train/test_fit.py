@@ -157,3 +157,5 @@ def test_sequence_loss_adds_each_encoders_own_loss() -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
         got = train_step(model, opt, ce, x, y, sequence_loss=0.5)
         torch.testing.assert_close(got, expected)
+    plain = train_step(lambda t: model(t), opt, ce, x, y, sequence_loss=0.5)  # e.g. a compiled callable
+    torch.testing.assert_close(plain, ce(logits, y))
