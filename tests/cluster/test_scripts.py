@@ -1,4 +1,4 @@
-"""scripts/cluster-*.sh: shellcheck-clean, and the dry run prints the bring-up in order without running it."""
+"""scripts/cluster-*.sh and bench/*.sh: shellcheck-clean; and the dry run prints the bring-up in order without running it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def test_shellcheck_is_clean(shellcheck: str, script: Path) -> None:
     out = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout
     assert script.read_text().count("set -euo pipefail") == 1
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "bench").glob("*.sh")), ids=lambda p: p.name)
+def test_bench_scripts_are_shellcheck_clean(shellcheck: str, script: Path) -> None:
+    out = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
 
 
 def test_dry_run_prints_every_step_in_order() -> None:

@@ -10,6 +10,7 @@ from gliomagrade.constants import SEQUENCES
 from gliomagrade.synth import SyntheticCase, SynthParams, synthesize_case
 from gliomagrade.synth.acquisition import affine_transform
 from gliomagrade.synth.anatomy import load_anatomy
+from gliomagrade.synth.tumour import sample_tumour
 
 COARSE = 4.0  # mm, as in conftest.py
 
@@ -110,6 +111,32 @@ def test_enhancing_tumour_is_bright_on_t1ce_only() -> None:
         wm = np.median(values[(load_anatomy(COARSE).wm > 0.9) & (template == 0)])
         ratios[seq] = np.median(values[template == 4]) / wm
     assert ratios["t1ce"] > 1.0 > ratios["t1"]
+
+
+def test_t2_flair_mismatch_core_is_t2_bright_but_flair_dark_inside_a_bright_rim() -> None:
+    """The mismatch sign needs both sequences: on T2 the core is at least as bright as its oedema, on
+    FLAIR it is darker than the oedema rim; a core without the sign is FLAIR-bright."""
+    params = SynthParams(resolution=COARSE, hgg_fraction=0.0, grade3_share=0.0, difficulty=0.0, skull_prob=0.0)
+    cases = [synthesize_case(i, 3, params) for i in range(8)]
+    with_sign = [c for c in cases if c.truth["tumour"]["mismatch"] and not c.truth["tumour"]["haemorrhage"]]
+    without = [c for c in cases if not c.truth["tumour"]["mismatch"] and not c.truth["tumour"]["haemorrhage"]]
+    assert with_sign and without, "seed 3 should give WHO II cases with and without the sign"
+
+    def core_over_oedema(case: SyntheticCase, seq: str) -> float:
+        template = _arr(case.template_seg)
+        values = _to_template(case.images[seq], case.truth["sequences"][seq]["template_to_image"])
+        return float(np.median(values[template == 1]) / np.median(values[template == 2]))
+
+    assert core_over_oedema(with_sign[0], "t2") > 1.1
+    assert core_over_oedema(with_sign[0], "flair") < 0.8
+    assert core_over_oedema(without[0], "flair") > 0.9
+
+
+def test_mismatch_occurs_in_lower_grades_only_at_difficulty_zero() -> None:
+    anatomy = load_anatomy(COARSE)
+    rng = np.random.default_rng(2)
+    rate = {g: np.mean([sample_tumour(anatomy, g, 0.0, rng).mismatch for _ in range(300)]) for g in (2, 3, 4)}
+    assert rate[4] == 0.0 and rate[2] > rate[3] > 0.15, rate
 
 
 def test_brats_like_is_skull_stripped_240_240_155_without_pose() -> None:

@@ -18,8 +18,8 @@ CONTRAST: dict[str, tuple[float, float, float, float]] = {
     "csf": (0.30, 0.32, 2.00, 0.12),
     "gm": (0.62, 0.64, 1.10, 1.05),
     "wm": (1.00, 1.00, 0.75, 0.78),
-    "oedema": (0.58, 0.60, 1.50, 1.50),
-    "net": (0.55, 0.60, 1.45, 1.35),
+    "oedema": (0.66, 0.68, 1.65, 1.55),  # vasogenic: water-rich, brighter than solid tumour on T2/FLAIR
+    "net": (0.50, 0.55, 1.35, 1.30),
     "necrosis": (0.30, 0.32, 1.90, 0.60),
     "enhancing": (0.62, 1.50, 1.25, 1.20),  # t1ce replaced by the tumour's enhancement ratio
     "haemorrhage": (1.35, 1.40, 0.55, 1.00),
@@ -34,6 +34,10 @@ TUMOUR_JITTER = 0.10
 """Log-normal sd of per-case tumour contrasts."""
 NECROSIS_FLAIR_RANGE = (0.3, 1.3)
 """Necrotic fluid ranges from FLAIR-dark to FLAIR-bright (protein content)."""
+MISMATCH_FLAIR_RANGE = (0.55, 0.9)
+"""FLAIR of a T2-FLAIR-mismatch core (about white matter; its oedema stays bright: the rim)."""
+MISMATCH_T2_RANGE = (1.7, 1.9)
+"""T2 of a mismatch core: homogeneously bright, near fluid."""
 
 
 def sample_contrast(t: TumourParams, rng: np.random.Generator) -> dict[str, dict[str, float]]:
@@ -47,6 +51,9 @@ def sample_contrast(t: TumourParams, rng: np.random.Generator) -> dict[str, dict
             table[seq][name] = value * factor * float(np.exp(rng.normal(0.0, sd / 2)))
     table["t1ce"]["enhancing"] = t.enhancement_ratio
     table["flair"]["necrosis"] = float(rng.uniform(*NECROSIS_FLAIR_RANGE))
+    if t.mismatch:
+        table["flair"]["net"] = float(rng.uniform(*MISMATCH_FLAIR_RANGE))
+        table["t2"]["net"] = float(rng.uniform(*MISMATCH_T2_RANGE))
     return table
 
 

@@ -11,13 +11,15 @@ from gliomagrade.synth.params import SynthParams
 from gliomagrade.synth.tumour import GRADE_TABLE, draw_parameter
 
 FEATURES = ("enhancing", "coverage", "enhancement", "necrosis", "necrosis_fraction", "oedema_extent",
-            "radius", "heterogeneity", "irregularity", "mass_effect")
+            "radius", "heterogeneity", "irregularity", "mass_effect", "mismatch")
 VISIBLE = {
     "all": FEATURES,
     # enhancement and the dark necrotic core need t1ce; oedema extent needs T2/FLAIR
     "t1ce": ("enhancing", "coverage", "enhancement", "necrosis", "necrosis_fraction", "radius", "heterogeneity",
              "irregularity"),
     "flair": ("oedema_extent", "radius", "irregularity", "mass_effect", "necrosis"),
+    # the T2-FLAIR mismatch needs both
+    "t2+flair": ("oedema_extent", "radius", "irregularity", "mass_effect", "necrosis", "mismatch"),
 }
 
 
@@ -33,7 +35,7 @@ def draw_features(params: SynthParams, n: int, seed: int) -> tuple[np.ndarray, n
         enh, nec = d["p_enhancing"], d["p_necrosis"]
         rows.append([enh, enh * np.clip(d["enhancing_coverage"], 0.05, 0.95), enh * d["enhancement_ratio"], nec,
                      nec * d["necrosis_fraction"], d["oedema_extent"], d["radius_mm"], d["heterogeneity"],
-                     d["irregularity"], d["mass_effect"]])
+                     d["irregularity"], d["mass_effect"], d["p_mismatch"]])
         labels.append(who == 4)
     return np.asarray(rows), np.asarray(labels)
 

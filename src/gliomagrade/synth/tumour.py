@@ -28,7 +28,12 @@ GRADE_TABLE: dict[str, tuple[tuple[float, float, float], float]] = {
     "irregularity": ((0.18, 0.21, 0.24), 0.05),  # normal sd; amplitude of the shape noise
     "mass_effect": ((0.18, 0.20, 0.26), 0.08),  # normal sd; peak displacement / core radius
     "p_haemorrhage": ((0.20, 0.20, 0.20), 0.0),  # T1-bright blood: a confounder on t1ce alone
+    # T2-FLAIR mismatch (IDH-mutant astrocytoma): homogeneous T2-bright core that FLAIR suppresses except
+    # at its rim (Patel et al., Clin Cancer Res 2017); seen only by comparing T2 with FLAIR
+    "p_mismatch": ((0.45, 0.30, 0.0), 0.0),
 }
+MISMATCH_HETEROGENEITY = 0.4
+"""Texture factor of a mismatch tumour (its T2 signal is homogeneous)."""
 GRADES = (2, 3, 4)
 PV_SIGMA_MM = 0.7
 """Partial-volume blur of sub-region edges."""
@@ -58,6 +63,7 @@ class TumourParams:
     necrosis_fraction: float
     oedema_extent: float
     haemorrhage: bool
+    mismatch: bool
     heterogeneity: float
     mass_effect: float
 
@@ -97,7 +103,8 @@ def sample_tumour(anatomy: Anatomy, who_grade: int, difficulty: float, rng: np.r
         necrosis_fraction=float(np.clip(d["necrosis_fraction"], 0.15, 0.75)),
         oedema_extent=float(np.clip(d["oedema_extent"], 1.05, 2.4)),
         haemorrhage=bool(d["p_haemorrhage"]),
-        heterogeneity=float(np.clip(d["heterogeneity"], 0.01, 0.2)),
+        mismatch=bool(d["p_mismatch"]),
+        heterogeneity=float(np.clip(d["heterogeneity"], 0.01, 0.2)) * (MISMATCH_HETEROGENEITY if d["p_mismatch"] else 1.0),
         mass_effect=float(np.clip(d["mass_effect"], 0.0, 0.5)),
     )
 
