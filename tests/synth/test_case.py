@@ -114,13 +114,14 @@ def test_enhancing_tumour_is_bright_on_t1ce_only() -> None:
 
 
 def test_t2_flair_mismatch_core_is_t2_bright_but_flair_dark_inside_a_bright_rim() -> None:
-    """The mismatch sign needs both sequences: on T2 the core is at least as bright as its oedema, on
-    FLAIR it is darker than the oedema rim; a core without the sign is FLAIR-bright."""
+    """The mismatch sign needs both sequences: on T2 the core is brighter than its oedema, on FLAIR it
+    is darker than the oedema rim; a core without the sign is about as FLAIR-bright as its oedema."""
     params = SynthParams(resolution=COARSE, hgg_fraction=0.0, grade3_share=0.0, difficulty=0.0, skull_prob=0.0)
     cases = [synthesize_case(i, 3, params) for i in range(8)]
     with_sign = [c for c in cases if c.truth["tumour"]["mismatch"] and not c.truth["tumour"]["haemorrhage"]]
     without = [c for c in cases if not c.truth["tumour"]["mismatch"] and not c.truth["tumour"]["haemorrhage"]]
     assert with_sign and without, "seed 3 should give WHO II cases with and without the sign"
+    assert with_sign[0].truth["generator_revision"] == 2
 
     def core_over_oedema(case: SyntheticCase, seq: str) -> float:
         template = _arr(case.template_seg)

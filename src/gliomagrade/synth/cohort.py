@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GENERATOR_REVISION = 2
+"""Bumped when the same seed makes different images (2: T2/FLAIR oedema contrast, T2-FLAIR mismatch)."""
+
 
 @dataclass
 class SyntheticCase:
@@ -125,6 +128,7 @@ def _truth(subject_id: str, index: int, who: int, params: SynthParams, tumour: T
     volumes["whole_tumour_ml"] = sum(volumes.values())
     return {
         "subject_id": subject_id,
+        "generator_revision": GENERATOR_REVISION,
         "index": index,
         "who_grade": who,
         "grade": binary_grade(who),
