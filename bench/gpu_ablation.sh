@@ -30,7 +30,11 @@ echo "preprocessed (rc $?) at $(elapsed) s: $(tail -1 "$work/prep.log")"
 
 run() {  # name profile set
   local limit=()
-  [ -n "${DEADLINE:-}" ] && limit=(timeout $((DEADLINE - $(elapsed))))
+  local left
+  if [ -n "${DEADLINE:-}" ]; then
+    left=$((DEADLINE - $(elapsed)))
+    limit=(timeout $((left > 1 ? left : 1)))
+  fi
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-3} "${limit[@]}" "${glioma[@]}" experiment ablation --cohort "$work/cohort" \
     --profile "$2" --sets "$3" --device "${DEVICE:-cuda}" "${extra[@]}" --quiet --out "$work/abl_$1" >"$work/$1.log" 2>&1
   echo "$1 (rc $?) at $(elapsed) s: $(grep -F "│ $3 " "$work/$1.log" | tail -1)"

@@ -171,18 +171,26 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
 def load_profile(name_or_path: str | Path = "quick") -> Profile:
     """Load a built-in profile by name or a YAML file by path.
 
-    A file with ``base: quick`` (or ``full``, or another file) starts from that profile and replaces
-    only the fields it names, so a variant is a few lines instead of a copy.
+    A file with ``base: quick`` (or ``full``, or another file, relative to this one's folder) starts from
+    that profile and replaces only the fields it names, so a variant is a few lines instead of a copy.
     """
+    return _load(name_or_path, ())
+
+
+def _load(name_or_path: str | Path, chain: tuple[str, ...]) -> Profile:
+    """``load_profile`` with the files already being loaded (``chain``), so a cycle of bases is an error."""
     text: str
+    folder: Path | None = None
     if str(name_or_path) in PROFILES:
         text = resources.files("gliomagrade.profiles").joinpath(f"{name_or_path}.yaml").read_text()
-        source = f"built-in profile {name_or_path!r}"
+        source, key = f"built-in profile {name_or_path!r}", str(name_or_path)
     else:
         path = Path(name_or_path)
         if not path.is_file():
             raise ConfigError(f"profile {name_or_path!r} is neither one of {PROFILES} nor a YAML file")
-        text, source = path.read_text(), str(path)
+        text, source, key, folder = path.read_text(), str(path), str(path.resolve()), path.parent
+    if key in chain:
+        raise ConfigError(f"profile bases form a cycle: {' -> '.join((*chain, key))}")
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -191,18 +199,19 @@ def load_profile(name_or_path: str | Path = "quick") -> Profile:
         raise ConfigError(f"{source} must hold a mapping, got {type(data).__name__}")
     data.setdefault("name", Path(str(name_or_path)).stem)
     if "base" in data:
-        return _derive(data, source)
+        return _derive(data, source, folder, (*chain, key))
     return _validate(data, source)
 
 
-def _derive(data: dict[str, Any], source: str) -> Profile:
+def _derive(data: dict[str, Any], source: str, folder: Path | None, chain: tuple[str, ...]) -> Profile:
     """A profile file with ``base:``: that profile with the file's sections applied on top."""
     base = data.pop("base")
-    if not isinstance(base, str) or str(base) == source:
+    if not isinstance(base, str) or not base:
         raise ConfigError(f"{source}: base must name another profile (quick, full or a YAML file), got {base!r}")
     sections = {k: v for k, v in data.items() if k != "name"}
     bad = [k for k, v in sections.items() if not isinstance(v, dict)]
     if bad:
         raise ConfigError(f"{source}: sections {bad} must be mappings of fields to values")
-    derived = load_profile(base).with_overrides(**sections)
+    target: str | Path = base if base in PROFILES or folder is None else folder / base
+    derived = _load(target, chain).with_overrides(**sections)
     return derived.model_copy(update={"name": data["name"]})

@@ -43,3 +43,21 @@ def test_a_profile_file_can_start_from_a_built_in_one(tmp_path) -> None:
     (tmp_path / "typo.yaml").write_text("base: quick\ntrain:\n  epoch: 3\n")
     with pytest.raises(ConfigError, match="epoch"):
         load_profile(tmp_path / "typo.yaml")
+
+
+def test_a_base_file_is_found_beside_the_profile_and_a_cycle_is_named(tmp_path, monkeypatch) -> None:
+    (tmp_path / "short.yaml").write_text("base: quick\ntrain:\n  epochs: 7\n")
+    (tmp_path / "shorter.yaml").write_text("base: short.yaml\ntrain:\n  patience: 3\n")
+    monkeypatch.chdir("/")  # the base is resolved next to the file, not in the working directory
+    derived = load_profile(tmp_path / "shorter.yaml").train
+    assert (derived.epochs, derived.patience) == (7, 3)
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: ./a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_profile(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("base: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_profile(tmp_path / "self.yaml")
+    (tmp_path / "nobase.yaml").write_text("base: 3\n")
+    with pytest.raises(ConfigError, match="base must name"):
+        load_profile(tmp_path / "nobase.yaml")
