@@ -81,8 +81,10 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
 
 
 def class_activation_map(features: np.ndarray, weight: np.ndarray, class_index: int,
-                         grid_shape: tuple[int, ...]) -> np.ndarray:
-    """``explain.cam_from_features`` (exact CAM of a GAP + linear head) upsampled to the grid, scaled to [0, 1]."""
+                         grid_shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """``explain.cam_from_features`` (exact CAM of a GAP + linear head) upsampled to the grid and divided
+    by its peak on the feature grid, and that peak (logit per feature cell): a near-empty map (little
+    evidence anywhere) is reported as such instead of being stretched to look like a finding."""
     from scipy import ndimage
 
     from gliomagrade.explain import cam_from_features
@@ -92,9 +94,9 @@ def class_activation_map(features: np.ndarray, weight: np.ndarray, class_index: 
                               f"[{weight.shape[1]}, d, h, w] for the head's {weight.shape[1]} features")
     cam = np.asarray(cam_from_features(np.array(features, np.float32), weight, class_index), np.float32)
     factors = [g / s for g, s in zip(grid_shape, cam.shape, strict=True)]
-    cam = ndimage.zoom(cam, factors, order=1, mode="nearest", grid_mode=True)
     peak = float(cam.max())
-    return (cam / peak if peak > 0 else cam).astype(np.float32)
+    cam = ndimage.zoom(cam, factors, order=1, mode="nearest", grid_mode=True)
+    return (cam / peak if peak > 0 else cam).astype(np.float32), peak
 
 
 def nifti_gz_bytes(image: sitk.Image) -> bytes:
@@ -287,23 +289,26 @@ class GliomaTransformer(Model):
                 reasons.append(f"qc_out_of_range:{key}")
         return reasons
 
-    def _cam(self, case: PreparedCase, features: np.ndarray, class_index: int, title: str) -> dict[str, str]:
-        """CAM on the grid -> t1ce input space ("cam"), then .nii.gz / PNG montage as base64 ("encode")."""
+    def _cam(self, case: PreparedCase, features: np.ndarray, class_index: int, title: str) -> dict[str, Any]:
+        """CAM on the grid -> t1ce input space ("cam"), then .nii.gz / PNG montage as base64 ("encode"),
+        and the map's raw ``peak`` (what 1.0 in it stands for)."""
         from gliomagrade.preprocess import to_reference_space
 
         assert self.bundle is not None
-        out: dict[str, str] = {}
+        out: dict[str, Any] = {}
         if not (case.options.cam_nifti or case.options.cam_png):
             return out
         start = time.perf_counter()
-        cam = class_activation_map(features, self.bundle.head_weight, class_index, case.image.shape[1:])
+        cam, peak = class_activation_map(features, self.bundle.head_weight, class_index, case.image.shape[1:])
+        out["peak"] = round(peak, 6)
         on_input = to_reference_space(cam, case.geometry) if case.options.cam_nifti else None
         self._stage(case, "cam", time.perf_counter() - start)
         start = time.perf_counter()
         if on_input is not None:
             out["nifti_gz_b64"] = base64.b64encode(nifti_gz_bytes(on_input)).decode()
         if case.options.cam_png:
-            png = cam_montage_png(case.image[SEQUENCES.index(REFERENCE_SEQUENCE)].astype(np.float32), cam, title)
+            png = cam_montage_png(case.image[SEQUENCES.index(REFERENCE_SEQUENCE)].astype(np.float32), cam,
+                                  f"{title} (1.0 = {peak:.3g} logit per cell)")
             out["png_b64"] = base64.b64encode(png).decode()
         self._stage(case, "encode", time.perf_counter() - start)
         return out
@@ -328,7 +333,7 @@ class GliomaTransformer(Model):
             "model_name": self.name, "model_version": manifest.version, **decision,
             "needs_review": bool(reasons), "review_reasons": reasons,
             "qc": {k: case.qc[k] for k in (*QC_STATISTICS, "registration_suspect") if k in case.qc},
-            "timings_ms": case.timings, "cam": cam,
+            "timings_ms": case.timings, "cam_peak": cam.pop("peak", None), "cam": cam,
         }
         self._observe(decision, reasons, case.qc)
         encoded = encode_v1(result_doc) if case.protocol == "v1" else encode_v2(result_doc, self.name,

@@ -31,6 +31,8 @@ class PreprocessConfig(_Section):
     """N4 runs on the input shrunk by this factor (the bias field is smooth); applied at full resolution."""
     n4_iterations: tuple[int, ...] = (30, 20, 10)
     """N4 iterations per fitting level (one level per entry)."""
+    normalise: Literal["zscore", "mode_mad"] = "zscore"
+    """Intensity normalisation in the brain: mean/std, or the histogram mode and MAD (lesion-robust)."""
     coregister: bool = True
     """Rigid mutual-information registration of t1/t2/flair to t1ce."""
     template_transform: Literal["rigid", "affine"] = "affine"

@@ -215,3 +215,19 @@ def run_factory():
 @pytest.fixture(scope="session")
 def n_boot() -> int:
     return N_BOOT
+
+
+@pytest.fixture
+def bench_script():  # noqa: ANN201 - returns a loader of modules from files
+    """Load ``bench/<name>.py`` as a module (the bench scripts are not part of the package)."""
+    import importlib.util
+
+    def load(name: str):  # noqa: ANN202
+        path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "cam_limits.py"
 
-
-def _bench():  # noqa: ANN202 - a module loaded from a file
-    spec = importlib.util.spec_from_file_location("bench_cam_limits", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_oracle_mass_rises_as_the_grid_gets_finer_and_distant_means_skip_the_tumour() -> None:
-    bench = _bench()
+def test_oracle_mass_rises_as_the_grid_gets_finer_and_distant_means_skip_the_tumour(bench_script) -> None:  # noqa: ANN001
+    bench = bench_script("cam_limits")
     zz, yy, xx = np.mgrid[:32, :32, :32]
     brain = (zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 < 15**2
     seg = np.where((zz - 12) ** 2 + (yy - 14) ** 2 + (xx - 18) ** 2 < 4**2, 2, 0).astype(np.uint8)

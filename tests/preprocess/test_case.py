@@ -90,3 +90,21 @@ def test_skull_stripped_inputs_use_their_foreground_with_n4(tiny_cfg) -> None:  
     out = preprocess_case(case.images, cfg, brain_mask=case.brain_mask)
     assert out.qc["brain_dice"] > 0.93
     assert out.qc["time_n4_s"] > 0 and np.isfinite(out.image.astype(np.float32)).all()
+
+
+def test_mode_mad_normalisation_is_the_same_case_on_another_scale(tiny_cfg) -> None:  # noqa: ANN001
+    """``normalise: mode_mad`` changes only each channel's location and scale (same mask, an affine map of
+    the z-scored values) and puts the dominant tissue peak at 0."""
+    from gliomagrade.preprocess.intensity import histogram_mode
+
+    case = phantom(skull=False)
+    cfg = tiny_cfg.model_copy(update={"skull_strip": False, "coregister": False})
+    z = preprocess_case(case.images, cfg, brain_mask=case.brain_mask)
+    robust = preprocess_case(case.images, cfg.model_copy(update={"normalise": "mode_mad"}), brain_mask=case.brain_mask)
+    assert np.array_equal(z.mask, robust.mask)
+    brain = z.mask > 0
+    for i, seq in enumerate(SEQUENCES):
+        a, b = (c[i][brain].astype(np.float64) for c in (z.image, robust.image))
+        slope, intercept = np.polyfit(a, b, 1)
+        assert slope > 0 and np.abs(b - (slope * a + intercept)).max() < 0.02, seq
+        assert abs(histogram_mode(b)) < 0.1, seq

@@ -58,8 +58,12 @@ def test_cam_lights_up_where_the_class_evidence_is() -> None:
     features[0, 1, 2, 3] = 5.0  # evidence for class 1 (weight +1) at one cell
     features[1, 0, 0, 0] = 5.0  # evidence against class 1 (weight -1)
     weight = np.array([[0, 1, 0], [1, -1, 0]], np.float32)
-    cam = class_activation_map(features, weight, 1, (16, 16, 16))
-    assert cam.shape == (16, 16, 16) and cam.max() == pytest.approx(1.0) and cam.min() >= 0
+    cam, peak = class_activation_map(features, weight, 1, (16, 16, 16))
+    assert peak == pytest.approx(5.0)  # the raw map's peak: 1.0 in the map stands for it
+    assert cam.shape == (16, 16, 16) and 0.5 < cam.max() <= 1.0 and cam.min() >= 0
     peak = np.unravel_index(np.argmax(cam), cam.shape)
     assert [p // 4 for p in peak] == [1, 2, 3]
     assert cam[:4, :4, :4].max() == 0.0  # negative evidence is cut by the ReLU
+    weak, weak_peak = class_activation_map(features / 1000, weight, 1, (16, 16, 16))
+    np.testing.assert_allclose(weak, cam, atol=1e-6)  # the same shape of map ...
+    assert weak_peak == pytest.approx(0.005)  # ... reported as a thousand times weaker

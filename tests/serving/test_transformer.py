@@ -96,7 +96,8 @@ def test_v1_answer_matches_preprocess_case_and_the_predictor(transformer: Server
     values = sitk.GetArrayFromImage(cam)
     assert values.min() >= 0 and 0.5 < values.max() <= 1.0 + 1e-6
     bundle = load_bundle(fetch_bundle(store_uri, MODEL, "promoted", tmp_path))
-    grid_cam = class_activation_map(out.as_numpy("features")[0], bundle.head_weight, 1, pre.image.shape[1:])
+    grid_cam, peak = class_activation_map(out.as_numpy("features")[0], bundle.head_weight, 1, pre.image.shape[1:])
+    assert result["cam_peak"] == pytest.approx(peak, rel=1e-4) and peak > 0
     expected = sitk.GetArrayFromImage(to_reference_space(grid_cam, pre.geometry))
     np.testing.assert_allclose(values, expected, atol=1e-3)
     assert result["cam"]["png_b64"] and base64.b64decode(result["cam"]["png_b64"])[:4] == b"\x89PNG"

@@ -180,7 +180,7 @@ def preprocess_case(images: Mapping[str, sitk.Image], cfg: PreprocessConfig, *, 
         for i, (seq, values) in enumerate(zip(SEQUENCES, channels, strict=True)):
             for key, value in intensity.brain_stats(values, mask).items():
                 qc[f"{seq}_{key}"] = value
-            image[i] = intensity.zscore_in_mask(values, mask, sequence=seq, subject=subject)
+            image[i] = intensity.normalise_in_mask(values, mask, sequence=seq, subject=subject, method=cfg.normalise)
     seg_grid = None
     with timer("labels"):
         if seg is not None:

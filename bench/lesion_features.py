@@ -1,0 +1,93 @@
+"""What a preprocessed cohort's images hold about the grade *once the lesion is known* (docs/training.md).
+
+For every case with a segmentation: mean, 5th/95th percentile and std of each sequence inside the
+tumour core (BraTS labels 1, 3, 4), the oedema (2) and both, plus log volumes and the oedema-to-core
+ratio. Cross-validated AUC (LGG vs HGG, logistic regression, 5 folds x ``--repeats`` shuffles) per
+sequence set shows whether four sequences *can* beat one on this cohort when a model looks at the
+lesion: a ceiling for a CNN that must also find it.
+
+    python bench/lesion_features.py COHORT_DIR [--sets t1ce,flair,t2,t1,t2+flair,all] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from gliomagrade.cam_eval import case_arrays
+from gliomagrade.constants import SEQUENCES
+
+REGIONS = {"core": (1, 3, 4), "oedema": (2,), "lesion": (1, 2, 3, 4)}
+SHAPE = ("log_core", "log_oedema", "oedema_to_core")
+
+
+def lesion_features(image: np.ndarray, seg: np.ndarray) -> dict[str, float]:
+    """Intensity statistics of every sequence in every region, and the regions' sizes."""
+    out: dict[str, float] = {}
+    for region, labels in REGIONS.items():
+        inside = np.isin(seg, labels)
+        for i, seq in enumerate(SEQUENCES):
+            v = image[i][inside].astype(np.float64) if inside.any() else np.zeros(1)
+            p5, p95 = np.percentile(v, [5, 95])
+            out |= {f"{seq}:{region}:mean": v.mean(), f"{seq}:{region}:p5": p5, f"{seq}:{region}:p95": p95,
+                    f"{seq}:{region}:std": v.std()}
+    core, oedema = np.log1p(np.isin(seg, REGIONS["core"]).sum()), np.log1p((seg == 2).sum())
+    return out | {"log_core": core, "log_oedema": oedema, "oedema_to_core": oedema - core}
+
+
+def set_auc(x: pd.DataFrame, y: np.ndarray, sequences: tuple[str, ...], repeats: int = 5) -> float:
+    """Mean CV AUC of logistic regression on the features of ``sequences`` plus the lesion's shape."""
+    cols = [c for c in x.columns if c.split(":")[0] in sequences] + list(SHAPE)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=5000))
+    aucs = []
+    for seed in range(repeats):
+        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+        p = cross_val_predict(model, x[cols], y, cv=folds, method="predict_proba")[:, 1]
+        aucs.append(roc_auc_score(y, p))
+    return float(np.mean(aucs))
+
+
+def parse_set(name: str) -> tuple[str, ...]:
+    """``all`` -> the four sequences; ``t2+flair`` -> (t2, flair)."""
+    seqs = tuple(SEQUENCES) if name == "all" else tuple(name.split("+"))
+    unknown = [s for s in seqs if s not in SEQUENCES]
+    if unknown:
+        raise SystemExit(f"unknown sequence(s) {unknown} in set {name!r}; valid: {', '.join(SEQUENCES)}, all")
+    return seqs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cohort", type=Path)
+    ap.add_argument("--sets", default="t1ce,flair,t2,t1,t2+flair,t1ce+flair,all")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    sets = {name: parse_set(name) for name in args.sets.split(",")}
+    table = pd.read_csv(args.cohort / "cohort.csv").dropna(subset=["npz"])
+    rows, grades = [], []
+    for row in table.itertuples():
+        image, _, seg = case_arrays(args.cohort, row.npz)
+        if seg is None or not (seg > 0).any():
+            continue
+        rows.append(lesion_features(image, seg))
+        grades.append(row.grade == "HGG")
+    y = np.asarray(grades)
+    if len(set(y)) < 2 or min(y.sum(), (~y).sum()) < 5:
+        raise SystemExit(f"{args.cohort}: needs >= 5 cases of each grade with a segmentation; found {len(y)} "
+                         f"({int(y.sum())} HGG)")
+    x = pd.DataFrame(rows)
+    print(f"{len(y)} cases ({int(y.sum())} HGG); lesion shape alone: AUC {set_auc(x, y, (), args.repeats):.3f}")
+    for name, seqs in sets.items():
+        print(f"{name}: AUC {set_auc(x, y, seqs, args.repeats):.3f}")
+
+
+if __name__ == "__main__":
+    main()
