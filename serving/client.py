@@ -147,4 +147,6 @@ def format_report(result: dict[str, Any]) -> str:
              f"confidence {result['confidence']:.3f}",
              "review     " + ("YES: " + ", ".join(result["review_reasons"]) if result["needs_review"] else "no"),
              "timings    " + ", ".join(f"{k} {v:.0f} ms" for k, v in result["timings_ms"].items())]
+    if result.get("cam_peak") is not None:
+        lines.append(f"cam peak   {result['cam_peak']:.3g} logit per cell (1.0 in the map)")
     return "\n".join(lines)

@@ -36,6 +36,7 @@ def test_predict_case_dir_writes_cam_next_to_it(transformer: Server, case_dir: P
     assert (folder / "BraTS20_Training_001_cam.png").read_bytes()[:4] == b"\x89PNG"
     result = json.loads((folder / "BraTS20_Training_001_result.json").read_text())
     assert result["grade"] in ("LGG", "HGG") and result["model_version"] == "1"
+    assert result["cam_peak"] > 0 and f"cam peak   {result['cam_peak']:.3g}" in out  # what 1.0 in the map means
 
 
 def test_predict_four_files_v1_into_out(transformer: Server, case_dir: Path, tmp_path: Path) -> None:
