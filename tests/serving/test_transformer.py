@@ -141,6 +141,8 @@ def test_every_protocol_gives_the_same_answer(transformer: Server, case_bytes: d
     for name, answer in answers.items():
         assert answer["probabilities"] == pytest.approx(reference, abs=1e-6), name
         assert answer["grade"] == answers["v1"]["grade"], name
+    assert answers["v1"]["cam_peak"] is None and answers["grpc"]["cam_peak"] is None  # no map asked for
+    assert answers["v2-binary"]["cam_peak"] > 0  # the map's scale travels in the result of every protocol
 
 
 def test_dicom_zip_case_is_graded(transformer: Server, case_dir: Path, tmp_path: Path) -> None:
