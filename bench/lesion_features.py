@@ -35,9 +35,9 @@ def lesion_features(image: np.ndarray, seg: np.ndarray, brain: np.ndarray) -> di
     """Per sequence: intensity statistics in every region, and the extent of the lesion it shows."""
     out: dict[str, float] = {}
     normal = brain & (seg == 0)
+    masks = {region: np.isin(seg, labels) for region, labels in REGIONS.items()}
     for i, seq in enumerate(SEQUENCES):
-        for region, labels in REGIONS.items():
-            inside = np.isin(seg, labels)
+        for region, inside in masks.items():
             v = image[i][inside].astype(np.float64) if inside.any() else np.zeros(1)
             p5, p95 = np.percentile(v, [5, 95])
             out |= {f"{seq}:{region}:mean": v.mean(), f"{seq}:{region}:p5": p5, f"{seq}:{region}:p95": p95,
@@ -46,7 +46,7 @@ def lesion_features(image: np.ndarray, seg: np.ndarray, brain: np.ndarray) -> di
         centre = np.median(ref)
         spread = 1.4826 * np.median(np.abs(ref - centre)) or 1.0
         shown = (seg > 0) & (np.abs(image[i].astype(np.float64) - centre) > ABNORMAL_SD * spread)
-        core, oedema = np.log1p((shown & np.isin(seg, REGIONS["core"])).sum()), np.log1p((shown & (seg == 2)).sum())
+        core, oedema = np.log1p((shown & masks["core"]).sum()), np.log1p((shown & masks["oedema"]).sum())
         out |= {f"{seq}:shown:core": core, f"{seq}:shown:oedema": oedema, f"{seq}:shown:ratio": oedema - core}
     return out
 
@@ -78,6 +78,10 @@ def main() -> None:
     ap.add_argument("--sets", default="t1ce,flair,t2,t1,t2+flair,t1ce+flair,all")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+    if not (args.cohort / "cohort.csv").is_file():
+        raise SystemExit(f"{args.cohort}: no cohort.csv (give a preprocessed cohort directory)")
     sets = {name: parse_set(name) for name in args.sets.split(",")}
     table = pd.read_csv(args.cohort / "cohort.csv").dropna(subset=["npz"])
     rows, grades = [], []

@@ -44,3 +44,11 @@ def test_a_sequence_that_carries_the_grade_scores_above_one_that_does_not(bench_
     assert bench.parse_set("all") == ("t1", "t1ce", "t2", "flair") and bench.parse_set("t2+flair") == ("t2", "flair")
     with pytest.raises(SystemExit, match="unknown sequence"):
         bench.parse_set("t1ce+dwi")
+
+
+def test_bad_arguments_are_named(bench_script, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    bench = bench_script("lesion_features")
+    for argv, message in (([str(tmp_path)], "no cohort.csv"), ([str(tmp_path), "--repeats", "0"], "--repeats must be >= 1")):
+        monkeypatch.setattr("sys.argv", ["lesion_features.py", *argv])
+        with pytest.raises(SystemExit, match=message):
+            bench.main()
