@@ -194,15 +194,9 @@ def _gamma_bias(x: torch.Tensor, fg: torch.Tensor, d: dict[str, torch.Tensor], w
     return lo + u * span
 
 
-def apply_params(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
-    """Apply a recorded set of parameters to a batch; deterministic, returns a new float32 tensor.
-
-    Which steps run is decided from the CPU copy of the parameters, so nothing here waits on the GPU.
-    """
-    dev = x.device
-    b = x.shape[0]
-    d = _on_device(p, dev)
-    out = x.to(dtype=torch.float32, copy=True).contiguous()
+def _warp(out: torch.Tensor, p: AugmentParams, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The spatial part of ``p`` (flip, then rotation/zoom by trilinear resampling) on a float32 batch."""
+    b = out.shape[0]
     if bool(p.flip.any()):
         out = torch.where(d["flip"].view(b, 1, 1, 1, 1), out.flip(p.flip_axis), out)
     if bool(p.spatial.any()):
@@ -211,6 +205,26 @@ def apply_params(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
         grid = F.affine_grid(d["theta"].index_select(0, sel), list(sub.shape), align_corners=False)
         out = out.index_copy(0, sel, F.grid_sample(sub, grid, mode="bilinear", padding_mode="zeros",
                                                    align_corners=False))
+    return out
+
+
+def warp_masks(masks: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+    """Move ``(B, 1, D, H, W)`` masks with the batch's flips and affines (no intensity steps), as float32
+    fractions: the lesion targets of an augmented batch stay on the lesion they describe."""
+    if masks.ndim != 5 or masks.shape[0] != p.flip.shape[0]:
+        raise ValueError(f"masks of shape {tuple(masks.shape)} do not fit a batch of {p.flip.shape[0]} (B, 1, D, H, W)")
+    return _warp(masks.to(dtype=torch.float32, copy=True).contiguous(), p, _on_device(p, masks.device))
+
+
+def apply_params(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
+    """Apply a recorded set of parameters to a batch; deterministic, returns a new float32 tensor.
+
+    Which steps run is decided from the CPU copy of the parameters, so nothing here waits on the GPU.
+    """
+    dev = x.device
+    b = x.shape[0]
+    d = _on_device(p, dev)
+    out = _warp(x.to(dtype=torch.float32, copy=True).contiguous(), p, d)
     fg = (out != 0).any(dim=1, keepdim=True)
     with_bias = bool((p.bias != 0).any())
     if with_bias or bool((p.gamma != 1).any()):

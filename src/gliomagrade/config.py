@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gliomagrade.constants import SEQUENCES, parse_sequences
 from gliomagrade.errors import ConfigError
@@ -110,6 +110,10 @@ class TrainConfig(_Section):
     """Weight of an auxiliary loss on each per-sequence encoder's logit share (smallcnn with
     ``per_sequence`` and two or more sequences; ignored otherwise): every sequence must grade on its
     own, not only the easiest one (0: off)."""
+    lesion_loss: float = Field(0.0, ge=0)
+    """Weight of the segmentation loss that trains a ``lesion_gate`` model's gate on each feature cell's
+    tumour + oedema fraction (needs a segmentation for every training case; > 0 exactly when the model
+    is lesion-gated)."""
     loader_workers: int = Field(0, ge=0)
     """DataLoader worker processes (``data_on_device: false`` path only)."""
     n_boot: int = Field(2000, ge=100)
@@ -119,6 +123,16 @@ class TrainConfig(_Section):
     @classmethod
     def _seqs(cls, v: Any) -> tuple[str, ...]:
         return parse_sequences(v)
+
+    @model_validator(mode="after")
+    def _gate_needs_loss(self) -> TrainConfig:
+        gated = self.model_kwargs.get("lesion_gate") is True
+        if gated != (self.lesion_loss > 0):
+            raise ValueError(
+                "model_kwargs.lesion_gate: true needs lesion_loss > 0 (the gate learns only from it)" if gated
+                else f"lesion_loss {self.lesion_loss} needs model_kwargs.lesion_gate: true (no gate to train)"
+            )
+        return self
 
 
 class GateConfig(_Section):
@@ -144,7 +158,8 @@ class Profile(_Section):
         """Return a copy with some fields of some sections replaced (validated again).
 
         A new ``train.model`` without its own ``model_kwargs`` drops the profile's: those architecture
-        options belong to the profile's network (``--model resnet18`` on the quick profile must work).
+        options belong to the profile's network (``--model resnet18`` on the quick profile must work),
+        except ``lesion_gate``, which every family takes.
         """
         data = self.model_dump()
         for section, values in sections.items():
@@ -152,7 +167,8 @@ class Profile(_Section):
                 raise ConfigError(f"unknown config section {section!r}; expected one of {sorted(data)}")
             new = {k: v for k, v in values.items() if v is not None}
             if section == "train" and str(new.get("model", data["train"]["model"])).lower() != data["train"]["model"]:
-                new.setdefault("model_kwargs", {})
+                gate = {k: v for k, v in data["train"]["model_kwargs"].items() if k == "lesion_gate"}
+                new.setdefault("model_kwargs", gate)  # the lesion gate fits every family
             data[section].update(new)
         return _validate(data, f"profile {self.name} with overrides")
 

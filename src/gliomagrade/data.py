@@ -58,6 +58,8 @@ class Cohort:
     class_names: tuple[str, ...]
     seg: np.ndarray | None = None
     """uint8 ``N x D x H x W`` BraTS labels when every case has a segmentation."""
+    seg_missing: tuple[str, ...] = ()
+    """Subjects without a segmentation (``seg`` is None when there is any)."""
 
     def __len__(self) -> int:
         return len(self.subject_ids)
@@ -78,7 +80,16 @@ class Cohort:
             subject_ids=tuple(self.subject_ids[i] for i in index),
             who_grades=self.who_grades[index],
             seg=None if self.seg is None else self.seg[index],
+            seg_missing=tuple(s for s in (self.subject_ids[i] for i in index) if s in self.seg_missing),
         )
+
+    def lesion_masks(self) -> torch.Tensor:
+        """``(N, 1, D, H, W)`` uint8 tumour + oedema masks (BraTS labels > 0) for the lesion gate's loss."""
+        if self.seg is None:
+            shown = ", ".join(self.seg_missing[:10]) + (" ..." if len(self.seg_missing) > 10 else "")
+            raise InputError(f"a lesion-gated model needs a segmentation for every case; {len(self.seg_missing)} "
+                             f"lack one: {shown} (train without lesion_gate, or add their *_seg files)")
+        return torch.from_numpy((self.seg > 0).astype(np.uint8))[:, None]
 
     def fingerprint(self) -> list[list[str | int]]:
         """Subjects and labels in order: what a finished fold must have been trained on to be reused."""
@@ -168,6 +179,7 @@ def load_cohort(
         task=str(task),
         class_names=class_names,
         seg=seg_array,
+        seg_missing=tuple(s for s, g in zip(subjects, segs, strict=True) if g is None),
     )
 
 
@@ -219,15 +231,21 @@ def batch_slices(order: np.ndarray, batch_size: int, *, min_last: int = 2) -> li
 class DeviceBatches:
     """The cohort held on the device as float16; a batch is an index gather, no copy from the host."""
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray | torch.Tensor, device: torch.device) -> None:
+    def __init__(self, images: torch.Tensor, labels: np.ndarray | torch.Tensor, device: torch.device,
+                 lesion: torch.Tensor | None = None) -> None:
         self.images = images.to(device)
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
+        self.lesion = None if lesion is None else lesion.to(device)
         self.device = device
 
     @classmethod
-    def from_cohort(cls, cohort: Cohort, device: torch.device) -> DeviceBatches:
-        """Copy the cohort's float16 images and labels to the device once."""
-        return cls(cohort.images, cohort.labels, device)
+    def from_cohort(cls, cohort: Cohort, device: torch.device, *, lesion: bool = False) -> DeviceBatches:
+        """Copy the cohort's float16 images and labels (and lesion masks) to the device once."""
+        return cls(cohort.images, cohort.labels, device, cohort.lesion_masks() if lesion else None)
+
+    def lesion_batch(self, index: np.ndarray) -> torch.Tensor | None:
+        """The lesion masks of the cases ``index`` on the device (None when not loaded)."""
+        return None if self.lesion is None else _gather(self.lesion, index, self.device)
 
     def batches(self, slices: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(float16 images, labels)`` on the device for each batch of indices."""
@@ -259,10 +277,15 @@ class _CohortDataset(Dataset):
 class LoaderBatches:
     """DataLoader over host memory (pinned on CUDA) in the given batch order; batches copied per step."""
 
-    def __init__(self, cohort: Cohort, device: torch.device, *, workers: int = 0) -> None:
+    def __init__(self, cohort: Cohort, device: torch.device, *, workers: int = 0, lesion: bool = False) -> None:
         self.dataset = _CohortDataset(cohort)
         self.device = device
         self.workers = workers
+        self.lesion = cohort.lesion_masks() if lesion else None
+
+    def lesion_batch(self, index: np.ndarray) -> torch.Tensor | None:
+        """The lesion masks of the cases ``index``, copied to the device (None when not loaded)."""
+        return None if self.lesion is None else _gather(self.lesion, index, self.device)
 
     def batches(self, slices: list[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(float16 images, labels)`` on the device for each batch of indices."""
@@ -278,9 +301,15 @@ class LoaderBatches:
             yield x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)
 
 
-def make_batches(cohort: Cohort, device: torch.device, *, on_device: bool, workers: int = 0
+def _gather(masks: torch.Tensor, index: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows ``index`` of ``masks`` on ``device``."""
+    return masks.index_select(0, torch.as_tensor(np.asarray(index, np.int64), device=masks.device)).to(device)
+
+
+def make_batches(cohort: Cohort, device: torch.device, *, on_device: bool, workers: int = 0, lesion: bool = False
                  ) -> DeviceBatches | LoaderBatches:
-    """The GPU-resident source when ``on_device`` (the full profile), else the DataLoader source."""
+    """The GPU-resident source when ``on_device`` (the full profile), else the DataLoader source; with
+    ``lesion`` it also serves each batch's tumour + oedema masks (``lesion_batch``)."""
     if on_device:
-        return DeviceBatches.from_cohort(cohort, device)
-    return LoaderBatches(cohort, device, workers=workers)
+        return DeviceBatches.from_cohort(cohort, device, lesion=lesion)
+    return LoaderBatches(cohort, device, workers=workers, lesion=lesion)

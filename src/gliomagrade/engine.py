@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from gliomagrade.augment import AugmentConfig, augment_batch
+from gliomagrade.augment import AugmentConfig, augment_batch, warp_masks
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,35 @@ def prepare_batch(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """float16 batch -> float32 model input, augmented (on its device) when a config is given."""
+    return prepare_pair(x, None, channels_last=channels_last, augment=augment, generator=generator)[0]
+
+
+def prepare_pair(
+    x: torch.Tensor,
+    masks: torch.Tensor | None,
+    *,
+    channels_last: bool,
+    augment: AugmentConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``prepare_batch`` plus ``(B, 1, D, H, W)`` masks moved by the same flips and affines (float32)."""
     if augment is not None:
         if generator is None:
             raise ValueError("augmentation needs a seeded torch.Generator")
-        x, _ = augment_batch(x, augment, generator)
+        x, params = augment_batch(x, augment, generator)
+        masks = None if masks is None else warp_masks(masks, params)
     else:
         x = x.float()
+        masks = None if masks is None else masks.float()
     if channels_last and x.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    return x
+    return x, masks
+
+
+def lesion_targets(masks: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """Each feature cell's lesion fraction: ``(B, 1, D, H, W)`` masks averaged onto ``grid``."""
+    pool = F.adaptive_avg_pool3d if masks.ndim == 5 else F.adaptive_avg_pool2d
+    return pool(masks.float(), grid).clamp(0, 1)
 
 
 def train_step(
@@ -101,6 +122,8 @@ def train_step(
     dtype: torch.dtype | None = None,
     feature_l1: float = 0.0,
     sequence_loss: float = 0.0,
+    lesion: torch.Tensor | None = None,
+    lesion_loss: float = 0.0,
 ) -> torch.Tensor:
     """One optimisation step; returns the detached loss (on the device: no sync per step).
 
@@ -108,12 +131,18 @@ def train_step(
     ``GradingNet``): evidence-free tissue is pushed to zero activation, so the exact CAM is sparse and
     points at what drove the call instead of carrying a brain-wide offset. ``sequence_loss`` > 0 adds
     that multiple of the mean loss of each per-sequence encoder's logit share (``sequence_logits``;
-    nothing for a model with one encoder).
+    nothing for a model with one encoder). ``lesion_loss`` > 0 with ``lesion`` masks ``(B, 1, D, H, W)``
+    adds that multiple of the lesion gate's binary cross entropy against each feature cell's lesion
+    fraction (a ``lesion_gate`` model; nothing otherwise).
     """
     optimizer.zero_grad(set_to_none=True)
     per_sequence = sequence_loss > 0 and getattr(model, "sequence_groups", 1) > 1
+    gated = lesion_loss > 0 and lesion is not None and getattr(model, "lesion_gated", False)
+    gate_logits = None
     with autocast(x.device, dtype):
-        if feature_l1 > 0 or per_sequence:
+        if gated:
+            logits, fmap, gate_logits = model.forward_with_gate(x)  # type: ignore[attr-defined]
+        elif feature_l1 > 0 or per_sequence:
             logits, fmap = model.forward_with_features(x)  # type: ignore[attr-defined]
         else:
             logits = model(x)
@@ -123,6 +152,9 @@ def train_step(
     if per_sequence:
         shares = model.sequence_logits(fmap)  # type: ignore[attr-defined]
         loss = loss + sequence_loss * torch.stack([loss_fn(shares[:, g], y) for g in range(shares.shape[1])]).mean()
+    if gate_logits is not None and lesion is not None:
+        target = lesion_targets(lesion, tuple(gate_logits.shape[2:]))
+        loss = loss + lesion_loss * F.binary_cross_entropy_with_logits(gate_logits.float(), target)
     loss.backward()
     optimizer.step()
     return loss.detach()

@@ -88,8 +88,25 @@ class GradingNet(nn.Module):
         """Logits ``(B, K)`` and the last feature maps ``(B, F, d, h, w)`` they are pooled from."""
         self._check_input(x)
         fmap = self.features(x)
-        pooled = fmap.flatten(2).mean(dim=2)
-        return self.classifier(self.dropout(pooled)), fmap
+        return self.head(fmap), fmap
+
+    def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits, (gated) feature maps and the lesion gate's logits ``(B, 1, d, h, w)`` (None without a gate)."""
+        if not isinstance(self.features, LesionGate):
+            logits, fmap = self.forward_with_features(x)
+            return logits, fmap, None
+        self._check_input(x)
+        fmap, gate_logits = self.features.forward_with_logits(x)
+        return self.head(fmap), fmap, gate_logits
+
+    def head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """GAP -> dropout -> linear: the logits of feature maps ``(B, F, d, h, w)``."""
+        return self.classifier(self.dropout(fmap.flatten(2).mean(dim=2)))
+
+    @property
+    def lesion_gated(self) -> bool:
+        """Whether the feature maps are weighted by a lesion gate (``lesion_gate``; needs ``lesion_loss``)."""
+        return isinstance(self.features, LesionGate)
 
     @property
     def sequence_groups(self) -> int:
@@ -145,7 +162,8 @@ def build_model(
     smallcnn: ``channels`` (16, 32, 64, 128), ``strides`` (2, 2, 2, 1), ``norm`` ("batch"|"instance"),
     ``merge_stage`` (0: off; k: top-down path to stage k's grid, a finer CAM), ``merge_width`` (64).
     resnetN: ``shortcut_type`` ("A"|"B"), ``bias_downsample`` (defaults: MONAI/MedicalNet's),
-    ``conv1_t_stride`` (2). densenet121 / efficientnet-b0: ``norm``. Nothing is ever downloaded.
+    ``conv1_t_stride`` (2). densenet121 / efficientnet-b0: ``norm``. Every family: ``lesion_gate``
+    (``LesionGate``: pool over the predicted lesion). Nothing is ever downloaded.
     """
     key = name.lower()
     if key not in _BUILDERS:
@@ -159,11 +177,16 @@ def build_model(
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
     builder = _BUILDERS[key]
+    gated = kw.pop("lesion_gate", False)
+    if not isinstance(gated, bool):
+        raise ConfigError(f"{name}: lesion_gate must be true or false, got {gated!r}")
     allowed = [p for p in inspect.signature(builder).parameters][4:]
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
-        raise ConfigError(f"{name}: unknown option(s) {unknown}; this network takes {allowed or 'none'}")
+        raise ConfigError(f"{name}: unknown option(s) {unknown}; this network takes {allowed + ['lesion_gate']}")
     features, n_feat, head, arch = builder(key, in_channels, num_classes, spatial_dims, **kw)
+    if gated:
+        features, arch = LesionGate(features, n_feat, spatial_dims), {**arch, "lesion_gate": True}
     return GradingNet(
         features,
         n_feat,
@@ -178,6 +201,33 @@ def build_model(
 
 
 _Built = tuple[nn.Module, int, "nn.Linear | None", dict[str, Any]]
+
+
+class LesionGate(nn.Module):
+    """A trunk whose feature maps are re-weighted by a lesion gate, so the head pools over the lesion.
+
+    ``gate = sigmoid(conv1x1(fmap))`` is trained by a segmentation loss (``TrainConfig.lesion_loss``: each
+    cell's lesion fraction) and enters the pooling *detached*: it learns where the tumour + oedema is,
+    never where the classifier would like to look. The output ``fmap * gate / mean(gate)`` keeps
+    GAP + linear exact (GAP of it is the gate-weighted mean of the trunk's features), so the CAM of the
+    output is exact, equals Grad-CAM at ``features``, and is ~0 outside the lesion by construction.
+    """
+
+    def __init__(self, trunk: nn.Module, channels: int, spatial_dims: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.gate = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(channels, 1, kernel_size=1)
+
+    def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated feature maps and the gate's logits (the segmentation loss's input)."""
+        fmap = self.trunk(x)
+        logits = self.gate(fmap)
+        weight = torch.sigmoid(logits.detach())
+        weight = weight / (weight.flatten(2).mean(dim=2).view(*weight.shape[:2], *([1] * (weight.ndim - 2))) + 1e-6)
+        return fmap * weight, logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_logits(x)[0]
 
 
 class TopDownTrunk(nn.Module):
@@ -368,6 +418,8 @@ def to_monai_key(name: str, key: str) -> str:
         raise ConfigError("smallcnn is our own network; it has no MONAI counterpart")
     if key.startswith("classifier."):
         return head + key[len("classifier.") :]
+    if key.startswith("features.trunk."):  # a lesion-gated net: the trunk is MONAI's
+        key = "features." + key[len("features.trunk.") :]
     if name == "densenet121":
         return key
     return key[len("features.") :] if key.startswith("features.") else key

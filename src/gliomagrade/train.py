@@ -49,8 +49,8 @@ from gliomagrade.engine import (
     amp_dtype,
     maybe_compile,
     predict_logits,
-    prepare_batch,
     prepare_model,
+    prepare_pair,
     resolve_device,
     setup_backends,
     train_step,
@@ -200,13 +200,15 @@ def run_epoch(tr: _Trainer, train_idx: np.ndarray, seed: int) -> float:
     slices = batch_slices(train_idx[order], cfg.batch_size)
     aug, gen = _augment_config(cfg), torch.Generator().manual_seed(seed)
     tr.model.train()
-    penalised = cfg.feature_l1 > 0 or (cfg.sequence_loss > 0 and tr.model.sequence_groups > 1)
+    gated = cfg.lesion_loss > 0
+    penalised = cfg.feature_l1 > 0 or gated or (cfg.sequence_loss > 0 and tr.model.sequence_groups > 1)
     forward = tr.model if penalised else tr.forward  # the penalties need the (uncompiled) feature maps
     losses = []
-    for x16, y in tr.source.batches(slices):
-        x = prepare_batch(x16, channels_last=cfg.channels_last, augment=aug, generator=gen)
+    for index, (x16, y) in zip(slices, tr.source.batches(slices), strict=True):
+        masks = tr.source.lesion_batch(index) if gated else None
+        x, masks = prepare_pair(x16, masks, channels_last=cfg.channels_last, augment=aug, generator=gen)
         losses.append(train_step(forward, tr.optimizer, tr.loss, x, y, dtype=tr.dtype, feature_l1=cfg.feature_l1,
-                                 sequence_loss=cfg.sequence_loss))
+                                 sequence_loss=cfg.sequence_loss, lesion=masks, lesion_loss=cfg.lesion_loss))
     tr.scheduler.step()
     return float(torch.stack(losses).mean())
 
@@ -313,7 +315,8 @@ def fit_fold(
     fold_dir = Path(fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     device = device or resolve_device(cfg.device)
-    source = source or make_batches(cohort, device, on_device=cfg.data_on_device, workers=cfg.loader_workers)
+    source = source or make_batches(cohort, device, on_device=cfg.data_on_device, workers=cfg.loader_workers,
+                                    lesion=cfg.lesion_loss > 0)
     chash = config_hash(cfg, split, cohort)
     state_path = fold_dir / STATE_FILE
     torch.manual_seed(derived_seed(cfg.seed, split.fold))  # weight initialisation
@@ -470,7 +473,8 @@ def train_cv(
         raise ConfigError(f"folds {bad} out of range for {cfg.folds}-fold CV (valid: 0..{cfg.folds - 1})")
     log.info("training %d fold(s) of %d on %d cases (%s, %s) on %s", len(wanted), cfg.folds, len(cohort),
              ",".join(cohort.sequences), cfg.task, device)
-    source = make_batches(cohort, device, on_device=cfg.data_on_device, workers=cfg.loader_workers)
+    source = make_batches(cohort, device, on_device=cfg.data_on_device, workers=cfg.loader_workers,
+                          lesion=cfg.lesion_loss > 0)
     result = RunResult(out)
     for split in splits:
         fold_dir = out / "folds" / str(split.fold)

@@ -132,6 +132,13 @@ def source_key_to_ours(source: str, key: str) -> str | None:
     return f"features.{key}"
 
 
+def _in_model(model: GradingNet, key: str | None) -> str | None:
+    """A trunk key as it sits in ``model``: under ``features.trunk.`` when the net is lesion-gated."""
+    if key is None or not model.lesion_gated or not key.startswith("features."):
+        return key
+    return "features.trunk." + key[len("features.") :]
+
+
 def adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Sum the filters over the source channels, repeat ``in_channels`` times, divide by ``in_channels``."""
     return (weight.sum(dim=1, keepdim=True) / in_channels).repeat_interleave(in_channels, dim=1)
@@ -181,7 +188,7 @@ def load_pretrained(
     target = model.state_dict()
     new: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        ours = source_key_to_ours(source, key)
+        ours = _in_model(model, source_key_to_ours(source, key))
         if ours is None:
             report.ignored.append(key)
             continue
@@ -199,7 +206,7 @@ def load_pretrained(
     report.missing = [
         k
         for k in target
-        if k not in new and not k.startswith("classifier.") and not k.endswith("num_batches_tracked")
+        if k not in new and not k.startswith(("classifier.", "features.gate.")) and not k.endswith("num_batches_tracked")
     ]
     if not report.ok:
         hint = ""
@@ -227,7 +234,7 @@ def _adapt(
 ) -> torch.Tensor:
     """Adapt the stem's input channels and inflate 2-D kernels to the target's 3-D shape."""
     adapted = False
-    if key == _STEM[model.name] and value.shape[1] != model.in_channels:
+    if key == _in_model(model, _STEM[model.name]) and value.shape[1] != model.in_channels:
         value = adapt_stem(value, model.in_channels)
         adapted = True
     if value.ndim == 4 and like.ndim == 5:

@@ -137,3 +137,14 @@ def test_parity_failure_and_bad_inputs_raise(tmp_path: Path) -> None:
         export_onnx([model, build_model("smallcnn", 4, 3)], tmp_path, model_name="m", input_shape=SHAPE)
     with pytest.raises(ExportError, match=r"input_shape \(3, 16, 16, 16\)"):
         export_onnx(model, tmp_path, model_name="m", input_shape=(3, 16, 16, 16))
+
+
+def test_lesion_gated_model_exports_its_gated_features(tmp_path: Path) -> None:
+    """The gate runs inside the graph: ONNX features are the gated maps the exact CAM is made of."""
+    model = _bn_trained(6, channels=(2, 2, 4, 4), lesion_gate=True)
+    result = export_onnx(model, tmp_path, model_name="m", input_shape=SHAPE)
+    assert result.max_abs_diff <= 1e-4
+    x = torch.randn(1, *SHAPE)
+    _, fmap = ort_session(result.onnx_path).run(["logits", "features"], {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(fmap, model.forward_with_features(x)[1].numpy(), atol=1e-4)

@@ -77,7 +77,7 @@ def test_unknown_name_lists_valid_names() -> None:
 
 
 def test_unknown_option_names_the_accepted_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['growth'\]; this network takes \['norm'\]"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['growth'\]; this network takes \['norm', 'lesion_gate'\]"):
         build_model("densenet121", 4, 2, growth=16)
 
 
@@ -149,3 +149,32 @@ def test_sequence_logits_are_each_encoders_share_of_the_logits() -> None:
         logits, fmap = dense.forward_with_features(torch.randn(2, 3, 16, 16, 16))
         torch.testing.assert_close(dense.sequence_logits(fmap)[:, 0], logits)
     assert dense.sequence_groups == 1
+
+
+def test_lesion_gate_pools_the_gate_weighted_mean_and_rebuilds() -> None:
+    """GAP of a gated net's features = the gate-weighted mean of its trunk's; the arch says so."""
+    torch.manual_seed(0)
+    model = build_model("smallcnn", 2, 2, channels=(4, 4, 8, 8), lesion_gate=True).eval()
+    assert model.lesion_gated and not build_model("smallcnn", 2, 2).lesion_gated
+    x = torch.randn(2, 2, 32, 32, 32)
+    with torch.no_grad():
+        logits, fmap, gate_logits = model.forward_with_gate(x)
+        trunk = model.features.trunk(x)
+    assert gate_logits.shape == (2, 1, *trunk.shape[2:])
+    a = torch.sigmoid(gate_logits)
+    weighted = (trunk * a).flatten(2).sum(2) / a.flatten(2).sum(2)
+    torch.testing.assert_close(fmap.flatten(2).mean(2), weighted, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(logits, model(x))
+    rebuilt = build_model("smallcnn", 2, 2, **model.config()["arch"])
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), logits)
+    assert build_model("smallcnn", 2, 2).forward_with_gate(x)[2] is None
+    with pytest.raises(ConfigError, match="lesion_gate must be true or false"):
+        build_model("smallcnn", 2, 2, lesion_gate="yes")
+
+
+def test_gated_trunk_keys_map_to_monai_names() -> None:
+    model = build_model("resnet10", 1, 2, lesion_gate=True)
+    assert to_monai_key("resnet10", "features.trunk.layer1.0.conv1.weight") == "layer1.0.conv1.weight"
+    assert "features.trunk.conv1.weight" in model.state_dict() and "features.gate.weight" in model.state_dict()

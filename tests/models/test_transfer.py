@@ -140,6 +140,11 @@ def test_medicalnet_checkpoint_loads_with_adapted_stem(tmp_path: Path) -> None:
         expected = _trunk2d(net3d)(g)
         got = model.eval().features(g.repeat(1, 4, 1, 1, 1))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    # a lesion-gated net takes the same file: the trunk sits under features.trunk, the gate starts fresh
+    gated, report = build_pretrained("resnet10", 4, 2, _save(state, tmp_path, wrap=True), lesion_gate=True)
+    assert report.ok and report.adapted == ["features.trunk.conv1.weight"] and not report.missing
+    with torch.no_grad():
+        torch.testing.assert_close(gated.eval().features.trunk(g.repeat(1, 4, 1, 1, 1)), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_mismatched_architecture_is_loud(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from gliomagrade.augment import AugmentConfig, apply_params, augment_batch, sample_params
+from gliomagrade.augment import AugmentConfig, apply_params, augment_batch, sample_params, warp_masks
 
 OFF = AugmentConfig(flip_prob=0, spatial_prob=0, intensity_prob=0, gamma_prob=0, bias_prob=0, noise_prob=0)
 
@@ -94,3 +94,22 @@ def test_runs_on_the_gpu_and_matches_the_cpu() -> None:
     gpu = apply_params(x.cuda(), dataclasses.replace(p, noise_std=p.noise_std * 0))
     assert gpu.device.type == "cuda"
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+def test_masks_move_with_the_images_flips_and_affines() -> None:
+    """warp_masks = apply_params with the intensity steps off: a lesion mask stays on its lesion."""
+    torch.manual_seed(0)
+    mask = torch.zeros(4, 1, 12, 12, 12)
+    for i in range(4):
+        c = torch.randint(3, 8, (3,))
+        mask[i, 0, c[0]:c[0] + 3, c[1]:c[1] + 4, c[2]:c[2] + 2] = 1
+    p = sample_params(mask.shape, dataclasses.replace(AugmentConfig(), flip_prob=0.5, spatial_prob=1.0),
+                      torch.Generator().manual_seed(3))
+    spatial_only = dataclasses.replace(p, scale=torch.ones_like(p.scale), shift=torch.zeros_like(p.shift),
+                                       gamma=torch.ones_like(p.gamma), bias=torch.zeros_like(p.bias),
+                                       noise_std=torch.zeros_like(p.noise_std))
+    moved = warp_masks(mask.half(), p)
+    assert moved.dtype == torch.float32 and not torch.equal(moved, mask)
+    torch.testing.assert_close(moved, apply_params(mask, spatial_only))
+    with pytest.raises(ValueError, match="do not fit a batch of 4"):
+        warp_masks(mask[:2], p)

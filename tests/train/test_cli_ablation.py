@@ -62,3 +62,21 @@ def test_train_single_fold_defers_evaluation(cohort_dir: Path, profile_yaml: Pat
     assert json.loads((tmp_path / "folds" / "1" / "meta.json").read_text())["sequences"] == ["t1ce", "flair"]
     assert main(["train", "--cohort", str(cohort_dir), "--profile", str(profile_yaml), "--out", str(tmp_path),
                  "--fold", "7", "--quiet"]) == 2
+
+
+def test_lesion_gate_switch_on_the_command_line(cohort_dir: Path, profile_yaml: Path, tmp_path: Path) -> None:
+    """--lesion-gate on trains a gated fold (loss weight 1 unless the profile has one); off removes it."""
+    rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(profile_yaml), "--out", str(tmp_path / "on"),
+               "--fold", "0", "--lesion-gate", "on", "--quiet"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "on" / "folds" / "0" / "meta.json").read_text())["train_config"]
+    assert cfg["model_kwargs"]["lesion_gate"] is True and cfg["lesion_loss"] == 1.0
+    assert cfg["model_kwargs"]["channels"] == [8, 16, 32], "the profile's other architecture options stay"
+    gated = tmp_path / "gated.yaml"
+    gated.write_text(tiny_profile(epochs=1, model_kwargs={"channels": [8, 16, 32], "strides": [1, 2, 2],
+                                                          "lesion_gate": True}, lesion_loss=0.5).to_yaml())
+    rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(gated), "--out", str(tmp_path / "off"),
+               "--fold", "0", "--lesion-gate", "off", "--quiet"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "off" / "folds" / "0" / "meta.json").read_text())["train_config"]
+    assert "lesion_gate" not in cfg["model_kwargs"] and cfg["lesion_loss"] == 0.0

@@ -61,3 +61,16 @@ def test_a_base_file_is_found_beside_the_profile_and_a_cycle_is_named(tmp_path, 
     (tmp_path / "nobase.yaml").write_text("base: 3\n")
     with pytest.raises(ConfigError, match="base must name"):
         load_profile(tmp_path / "nobase.yaml")
+
+
+def test_lesion_gate_and_lesion_loss_come_together() -> None:
+    quick = load_profile("quick")
+    gated = quick.with_overrides(train={"model_kwargs": {"lesion_gate": True}, "lesion_loss": 1.0})
+    with pytest.raises(ConfigError, match="lesion_gate: true needs lesion_loss > 0"):
+        quick.with_overrides(train={"model_kwargs": {"lesion_gate": True}})
+    with pytest.raises(ConfigError, match="lesion_loss 1.0 needs model_kwargs.lesion_gate: true"):
+        quick.with_overrides(train={"lesion_loss": 1.0})
+    # another network keeps the gate (every family takes it), not the profile's other options
+    other = gated.with_overrides(train={"model": "resnet10"})
+    assert other.train.model_kwargs == {"lesion_gate": True}
+    assert build_model("resnet10", 4, 2, **other.train.model_kwargs).lesion_gated

@@ -159,3 +159,87 @@ def test_sequence_loss_adds_each_encoders_own_loss() -> None:
         torch.testing.assert_close(got, expected)
     plain = train_step(lambda t: model(t), opt, ce, x, y, sequence_loss=0.5)  # e.g. a compiled callable
     torch.testing.assert_close(plain, ce(logits, y))
+
+
+def test_lesion_loss_is_the_gates_cross_entropy_on_cell_fractions() -> None:
+    """train_step's loss = CE(logits) + w * BCE(gate logits, each cell's lesion fraction)."""
+    from gliomagrade.engine import lesion_targets, train_step
+    from gliomagrade.models import build_model
+
+    x, y = torch.randn(2, 1, 16, 16, 16), torch.tensor([0, 1])
+    lesion = torch.zeros(2, 1, 16, 16, 16)
+    lesion[0, 0, :8, :8, :6] = 1  # cell (0, 0, 0) of the 2^3 grid is 3/4 lesion
+    ce = torch.nn.functional.cross_entropy
+    torch.manual_seed(0)
+    model = build_model("smallcnn", 1, 2, channels=(4, 8, 8), strides=(2, 2, 2), lesion_gate=True).eval()
+    with torch.no_grad():
+        logits, _, gate = model.forward_with_gate(x)
+    target = lesion_targets(lesion, (2, 2, 2))
+    assert target[0, 0, 0, 0, 0] == 0.75 and target[1].sum() == 0
+    expected = ce(logits, y) + 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(gate, target)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    torch.testing.assert_close(train_step(model, opt, ce, x, y, lesion=lesion, lesion_loss=0.5), expected)
+
+
+def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise volumes with one bright 6^3 box each, random grades, and the boxes as lesion masks."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(n, 1, 16, 16, 16)
+    for i in range(n):
+        c = torch.randint(0, 10, (3,), generator=g)
+        masks[i, 0, c[0]:c[0] + 6, c[1]:c[1] + 6, c[2]:c[2] + 6] = 1
+    return torch.randn(n, 1, 16, 16, 16, generator=g) * 0.5 + 1.5 * masks, torch.randint(0, 2, (n,), generator=g), masks
+
+
+def test_lesion_gate_learns_where_the_lesion_is() -> None:
+    """Trained by the lesion loss, the gate opens on the lesion's cells and stays shut elsewhere."""
+    from gliomagrade.engine import lesion_targets, train_step
+    from gliomagrade.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("smallcnn", 1, 2, channels=(4, 8, 8), strides=(2, 2, 1), lesion_gate=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(60):
+        x, y, masks = _blobs(8, step)
+        train_step(model, opt, torch.nn.functional.cross_entropy, x, y, lesion=masks, lesion_loss=1.0)
+    x, _, masks = _blobs(16, 999)
+    with torch.no_grad():
+        gate = model.eval().forward_with_gate(x)[2]
+    target, opened = lesion_targets(masks, tuple(gate.shape[2:])), torch.sigmoid(gate)
+    assert opened[target > 0.5].mean() > opened[target == 0].mean() + 0.2
+    # GAP weights each cell by the gate: the pooling leans on the lesion's cells
+    assert float(opened[target > 0].sum() / opened.sum()) > 2 * float((target > 0).float().mean())
+
+
+def test_fit_fold_trains_the_gate_on_augmented_lesion_masks(toy: Cohort, tmp_path: Path) -> None:
+    """Through fit_fold (augmentation moves the masks with the images), the kept model's gate fits the
+    test cases' lesions better than the same network untrained."""
+    from gliomagrade.engine import lesion_targets
+    from gliomagrade.models import build_model
+
+    kw = {"channels": [8, 16, 32], "strides": [1, 2, 2], "lesion_gate": True}
+    cfg = tiny_profile(epochs=6, min_epochs=6, augment=True, model_kwargs=kw, lesion_loss=1.0).train
+    split = make_splits(toy.labels, toy.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
+    fit_fold(toy, split, cfg, tmp_path / "g", progress=False)
+    model, meta = load_checkpoint(tmp_path / "g")
+    assert model.lesion_gated and meta["train_config"]["lesion_loss"] == 1.0
+    idx = torch.from_numpy(split.test)
+    x = toy.images[idx].float()
+    bce = []
+    for net in (build_model("smallcnn", 4, 2, **kw).eval(), model):
+        with torch.no_grad():
+            gate = net.forward_with_gate(x)[2]
+        target = lesion_targets(toy.lesion_masks()[idx], tuple(gate.shape[2:]))
+        bce.append(float(torch.nn.functional.binary_cross_entropy_with_logits(gate, target)))
+    assert bce[1] < 0.7 * bce[0]
+
+
+def test_a_lesion_gate_without_segmentations_names_the_cases(tmp_path: Path) -> None:
+    from gliomagrade.errors import InputError
+
+    bare = load_cohort(write_cohort(tmp_path / "c", n=12, with_seg=False), progress=False)
+    kw = {"channels": [8, 16, 32], "strides": [1, 2, 2], "lesion_gate": True}
+    cfg = tiny_profile(epochs=1, model_kwargs=kw, lesion_loss=1.0).train
+    split = make_splits(bare.labels, bare.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
+    with pytest.raises(InputError, match=r"needs a segmentation for every case; 12 lack one: SYN000"):
+        fit_fold(bare, split, cfg, tmp_path / "f", progress=False)
