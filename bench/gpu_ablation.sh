@@ -3,8 +3,8 @@
 # each (profile, sequence set) as its own `glioma experiment ablation` process, all at once on one GPU
 # (the quick profile's small net leaves an H100/H200 mostly idle, so runs share it well).
 #
-#   bash bench/gpu_ablation.sh WORKDIR N "name:profile:set" ...
-#   bash bench/gpu_ablation.sh /tmp/gx 360 dense_all:quick:all dense_t1ce:quick:t1ce
+#   bash bench/gpu_ablation.sh WORKDIR N "name:profile:set[:options]" ...
+#   bash bench/gpu_ablation.sh /tmp/gx 360 dense_all:quick:all dense_t1ce:quick:t1ce "plain_all:quick:all:--lesion-gate off"
 #
 # Environment: SEED (21), DIFFICULTY (0), HGG_FRACTION (0.5), WORKERS (all CPUs), DEVICE (cuda),
 # DEADLINE (seconds from the start after which runs are stopped; default none), GLIOMA (the CLI),
@@ -28,20 +28,21 @@ echo "synthesised $n cases in $(elapsed) s"
   --workers "$workers" >"$work/prep.log" 2>&1
 echo "preprocessed (rc $?) at $(elapsed) s: $(tail -1 "$work/prep.log")"
 
-run() {  # name profile set
-  local limit=()
+run() {  # name profile set [options]
+  local limit=() opts=()
+  read -r -a opts <<<"${4:-}"
   local left
   if [ -n "${DEADLINE:-}" ]; then
     left=$((DEADLINE - $(elapsed)))
     limit=(timeout $((left > 1 ? left : 1)))
   fi
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-3} "${limit[@]}" "${glioma[@]}" experiment ablation --cohort "$work/cohort" \
-    --profile "$2" --sets "$3" --device "${DEVICE:-cuda}" "${extra[@]}" --quiet --out "$work/abl_$1" >"$work/$1.log" 2>&1
+    --profile "$2" --sets "$3" --device "${DEVICE:-cuda}" "${extra[@]}" "${opts[@]}" --quiet --out "$work/abl_$1" >"$work/$1.log" 2>&1
   echo "$1 (rc $?) at $(elapsed) s: $(grep -F "│ $3 " "$work/$1.log" | tail -1)"
 }
 for spec in "$@"; do
-  IFS=: read -r name profile set <<<"$spec"
-  run "$name" "$profile" "$set" &
+  IFS=: read -r name profile set opts <<<"$spec"
+  run "$name" "$profile" "$set" "${opts:-}" &
   sleep 1
 done
 wait
