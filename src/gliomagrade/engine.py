@@ -137,7 +137,7 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     per_sequence = sequence_loss > 0 and getattr(model, "sequence_groups", 1) > 1
-    gated = lesion_loss > 0 and lesion is not None and getattr(model, "lesion_gated", False)
+    gated = lesion is not None and lesion_loss > 0 and getattr(model, "lesion_gated", False)
     gate_logits = None
     with autocast(x.device, dtype):
         if gated:
@@ -152,7 +152,8 @@ def train_step(
     if per_sequence:
         shares = model.sequence_logits(fmap)  # type: ignore[attr-defined]
         loss = loss + sequence_loss * torch.stack([loss_fn(shares[:, g], y) for g in range(shares.shape[1])]).mean()
-    if gate_logits is not None and lesion is not None:
+    if gate_logits is not None:
+        assert lesion is not None  # gated implies masks
         target = lesion_targets(lesion, tuple(gate_logits.shape[2:]))
         loss = loss + lesion_loss * F.binary_cross_entropy_with_logits(gate_logits.float(), target)
     loss.backward()

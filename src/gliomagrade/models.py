@@ -92,11 +92,11 @@ class GradingNet(nn.Module):
 
     def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Logits, (gated) feature maps and the lesion gate's logits ``(B, 1, d, h, w)`` (None without a gate)."""
-        if not isinstance(self.features, LesionGate):
+        if not self.lesion_gated:
             logits, fmap = self.forward_with_features(x)
             return logits, fmap, None
         self._check_input(x)
-        fmap, gate_logits = self.features.forward_with_logits(x)
+        fmap, gate_logits = self.features.forward_with_logits(x)  # type: ignore[operator]
         return self.head(fmap), fmap, gate_logits
 
     def head(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -223,7 +223,7 @@ class LesionGate(nn.Module):
         fmap = self.trunk(x)
         logits = self.gate(fmap)
         weight = torch.sigmoid(logits.detach())
-        weight = weight / (weight.flatten(2).mean(dim=2).view(*weight.shape[:2], *([1] * (weight.ndim - 2))) + 1e-6)
+        weight = weight / (weight.mean(dim=tuple(range(2, weight.ndim)), keepdim=True) + 1e-6)
         return fmap * weight, logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
