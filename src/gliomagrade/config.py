@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gliomagrade.constants import SEQUENCES, parse_sequences
+from gliomagrade.constants import GATE_OPTIONS, SEQUENCES, parse_sequences
 from gliomagrade.errors import ConfigError
 
 
@@ -159,7 +159,7 @@ class Profile(_Section):
 
         A new ``train.model`` without its own ``model_kwargs`` drops the profile's: those architecture
         options belong to the profile's network (``--model resnet18`` on the quick profile must work),
-        except ``lesion_gate``, which every family takes.
+        except the lesion gate's (``lesion_gate``, ``tissue_width``), which every family takes.
         """
         data = self.model_dump()
         for section, values in sections.items():
@@ -167,7 +167,7 @@ class Profile(_Section):
                 raise ConfigError(f"unknown config section {section!r}; expected one of {sorted(data)}")
             new = {k: v for k, v in values.items() if v is not None}
             if section == "train" and str(new.get("model", data["train"]["model"])).lower() != data["train"]["model"]:
-                gate = {k: v for k, v in data["train"]["model_kwargs"].items() if k == "lesion_gate"}
+                gate = {k: v for k, v in data["train"]["model_kwargs"].items() if k in GATE_OPTIONS}
                 new.setdefault("model_kwargs", gate)  # the lesion gate fits every family
             data[section].update(new)
         return _validate(data, f"profile {self.name} with overrides")

@@ -36,3 +36,9 @@ def parse_sequences(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 QC_DRIFT_FEATURES: tuple[str, ...] = ("t1ce_mean", "brain_volume_ml")
 """Input statistics (preprocessing QC: t1ce brain mean before z-scoring, brain volume in ml) that get a
 drift reference and a training range at release, and are watched by the transformer at serving."""
+
+
+GATE_OPTIONS = ("lesion_gate", "tissue_width")
+"""Model options every network family takes (the lesion gate and its tissue path; ``models.LesionGate``)."""
+DEFAULT_TISSUE_WIDTH = 32
+"""Channels of the tissue path when ``--lesion-gate tissue`` is asked of a profile that names none."""

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gliomagrade.constants import GATE_OPTIONS
 from gliomagrade.errors import ConfigError
 
 MODEL_NAMES: tuple[str, ...] = (
@@ -163,7 +164,8 @@ def build_model(
     ``merge_stage`` (0: off; k: top-down path to stage k's grid, a finer CAM), ``merge_width`` (64).
     resnetN: ``shortcut_type`` ("A"|"B"), ``bias_downsample`` (defaults: MONAI/MedicalNet's),
     ``conv1_t_stride`` (2). densenet121 / efficientnet-b0: ``norm``. Every family: ``lesion_gate``
-    (``LesionGate``: pool over the predicted lesion). Nothing is ever downloaded.
+    (``LesionGate``: pool over the predicted lesion) and, with it, ``tissue_width`` (a shallow tissue path
+    pooled under the gate). Nothing is ever downloaded.
     """
     key = name.lower()
     if key not in _BUILDERS:
@@ -177,16 +179,17 @@ def build_model(
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
     builder = _BUILDERS[key]
-    gated = kw.pop("lesion_gate", False)
-    if not isinstance(gated, bool):
-        raise ConfigError(f"{name}: lesion_gate must be true or false, got {gated!r}")
+    gated, tissue = _gate_options(name, kw)
     allowed = [p for p in inspect.signature(builder).parameters][4:]
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
-        raise ConfigError(f"{name}: unknown option(s) {unknown}; this network takes {allowed + ['lesion_gate']}")
+        raise ConfigError(f"{name}: unknown option(s) {unknown}; this network takes {allowed + list(GATE_OPTIONS)}")
     features, n_feat, head, arch = builder(key, in_channels, num_classes, spatial_dims, **kw)
     if gated:
-        features, arch = LesionGate(features, n_feat, spatial_dims), {**arch, "lesion_gate": True}
+        features = LesionGate(features, n_feat, spatial_dims, in_channels=in_channels, tissue_width=tissue)
+        arch = {**arch, "lesion_gate": True} | ({"tissue_width": tissue} if tissue else {})
+        if tissue:
+            n_feat, head = tissue, None  # the head pools the tissue path's maps
     return GradingNet(
         features,
         n_feat,
@@ -202,6 +205,17 @@ def build_model(
 
 _Built = tuple[nn.Module, int, "nn.Linear | None", dict[str, Any]]
 
+def _gate_options(name: str, kw: dict[str, Any]) -> tuple[bool, int]:
+    """Pop and check ``lesion_gate`` (bool) and ``tissue_width`` (int >= 0, only with the gate)."""
+    gated, tissue = kw.pop("lesion_gate", False), kw.pop("tissue_width", 0)
+    if not isinstance(gated, bool):
+        raise ConfigError(f"{name}: lesion_gate must be true or false, got {gated!r}")
+    if isinstance(tissue, bool) or not isinstance(tissue, int) or tissue < 0:
+        raise ConfigError(f"{name}: tissue_width must be an integer >= 0, got {tissue!r}")
+    if tissue and not gated:
+        raise ConfigError(f"{name}: tissue_width {tissue} needs lesion_gate: true (the tissue path pools under the gate)")
+    return gated, tissue
+
 
 class LesionGate(nn.Module):
     """A trunk whose feature maps are re-weighted by a lesion gate, so the head pools over the lesion.
@@ -211,18 +225,37 @@ class LesionGate(nn.Module):
     never where the classifier would like to look. The output ``fmap * gate / mean(gate)`` keeps
     GAP + linear exact (GAP of it is the gate-weighted mean of the trunk's features), so the CAM of the
     output is exact, equals Grad-CAM at ``features``, and is ~0 outside the lesion by construction.
+
+    ``tissue_width`` > 0 adds a *tissue path*: a shallow conv (3^3 stride 2, then 1^3, ``tissue_width``
+    channels at 1/2 of the input grid) whose maps, under the upsampled gate, replace the trunk's. The
+    trunk then only finds the lesion and the classifier reads what the lesion's voxels look like, on a
+    finer CAM grid; the tissue path's maps are the output the head pools.
     """
 
-    def __init__(self, trunk: nn.Module, channels: int, spatial_dims: int) -> None:
+    def __init__(self, trunk: nn.Module, channels: int, spatial_dims: int, *, in_channels: int = 0,
+                 tissue_width: int = 0) -> None:
         super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
         self.trunk = trunk
-        self.gate = (nn.Conv3d if spatial_dims == 3 else nn.Conv2d)(channels, 1, kernel_size=1)
+        self.gate = conv(channels, 1, kernel_size=1)
+        self.tissue: nn.Module | None = None
+        if tissue_width > 0:
+            norm = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
+            self.tissue = nn.Sequential(
+                conv(in_channels, tissue_width, kernel_size=3, stride=2, padding=1), norm(tissue_width), nn.ReLU(),
+                conv(tissue_width, tissue_width, kernel_size=1), norm(tissue_width), nn.ReLU(),
+            )
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gated feature maps and the gate's logits (the segmentation loss's input)."""
         fmap = self.trunk(x)
         logits = self.gate(fmap)
-        weight = torch.sigmoid(logits.detach())
+        gate = logits.detach()
+        if self.tissue is not None:
+            fmap = self.tissue(x)
+            mode = "trilinear" if x.ndim == 5 else "bilinear"
+            gate = nn.functional.interpolate(gate, size=fmap.shape[2:], mode=mode, align_corners=False)
+        weight = torch.sigmoid(gate)
         weight = weight / (weight.mean(dim=tuple(range(2, weight.ndim)), keepdim=True) + 1e-6)
         return fmap * weight, logits
 

@@ -132,6 +132,10 @@ def source_key_to_ours(source: str, key: str) -> str | None:
     return f"features.{key}"
 
 
+_FRESH = ("classifier.", "features.gate.", "features.tissue.")
+"""Our keys no source checkpoint has: the head, and a lesion-gated net's gate and tissue path."""
+
+
 def _in_model(model: GradingNet, key: str | None) -> str | None:
     """A trunk key as it sits in ``model``: under ``features.trunk.`` when the net is lesion-gated."""
     if key is None or not model.lesion_gated or not key.startswith("features."):
@@ -206,7 +210,7 @@ def load_pretrained(
     report.missing = [
         k
         for k in target
-        if k not in new and not k.startswith(("classifier.", "features.gate.")) and not k.endswith("num_batches_tracked")
+        if k not in new and not k.startswith(_FRESH) and not k.endswith("num_batches_tracked")
     ]
     if not report.ok:
         hint = ""

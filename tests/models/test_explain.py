@@ -111,13 +111,15 @@ def test_cam_peak_lands_on_the_planted_blob(trained: Trained) -> None:
     assert np.mean(inside1) > np.mean(inside0)
 
 
-@pytest.mark.parametrize(("norm", "merge_stage", "per_sequence", "gate"),
-                         [("batch", 0, False, False), ("instance", 0, False, False), ("batch", 1, False, False),
-                          ("batch", 0, True, False), ("batch", 0, False, True), ("batch", 1, False, True)])
-def test_cam_equals_grad_cam_for_a_gap_head(norm: str, merge_stage: int, per_sequence: bool, gate: bool) -> None:
+@pytest.mark.parametrize(("norm", "merge_stage", "per_sequence", "gate", "tissue"),
+                         [("batch", 0, False, False, 0), ("instance", 0, False, False, 0),
+                          ("batch", 1, False, False, 0), ("batch", 0, True, False, 0), ("batch", 0, False, True, 0),
+                          ("batch", 1, False, True, 0), ("batch", 0, False, True, 6)])
+def test_cam_equals_grad_cam_for_a_gap_head(norm: str, merge_stage: int, per_sequence: bool, gate: bool,
+                                            tissue: int) -> None:
     torch.manual_seed(0)
     model = build_model("smallcnn", 2, 3, norm=norm, dropout=0.3, merge_stage=merge_stage,
-                        per_sequence=per_sequence, lesion_gate=gate).eval()
+                        per_sequence=per_sequence, lesion_gate=gate, tissue_width=tissue).eval()
     with torch.no_grad():  # a nonzero bias and a positive head so the maps are not all zero
         model.classifier.bias.fill_(0.7)
         model.classifier.weight.abs_()

@@ -139,9 +139,11 @@ def test_parity_failure_and_bad_inputs_raise(tmp_path: Path) -> None:
         export_onnx(model, tmp_path, model_name="m", input_shape=(3, 16, 16, 16))
 
 
-def test_lesion_gated_model_exports_its_gated_features(tmp_path: Path) -> None:
-    """The gate runs inside the graph: ONNX features are the gated maps the exact CAM is made of."""
-    model = _bn_trained(6, channels=(2, 2, 4, 4), lesion_gate=True)
+@pytest.mark.parametrize("tissue", [0, 3])
+def test_lesion_gated_model_exports_its_gated_features(tmp_path: Path, tissue: int) -> None:
+    """The gate (and the tissue path with its upsampling) runs inside the graph: ONNX features are the
+    gated maps the exact CAM is made of."""
+    model = _bn_trained(6, channels=(2, 2, 4, 4), lesion_gate=True, tissue_width=tissue)
     result = export_onnx(model, tmp_path, model_name="m", input_shape=SHAPE)
     assert result.max_abs_diff <= 1e-4
     x = torch.randn(1, *SHAPE)

@@ -174,6 +174,33 @@ def test_lesion_gate_pools_the_gate_weighted_mean_and_rebuilds() -> None:
         build_model("smallcnn", 2, 2, lesion_gate="yes")
 
 
+def test_tissue_path_pools_its_maps_under_the_upsampled_gate() -> None:
+    """tissue_width: the head pools a shallow path's maps at 1/2 of the input grid, weighted by the
+    trunk's gate upsampled to that grid; the classifier is sized for it and the arch rebuilds it."""
+    torch.manual_seed(0)
+    model = build_model("resnet10", 2, 3, lesion_gate=True, tissue_width=5).eval()
+    assert model.feature_channels == 5 and model.classifier.in_features == 5
+    x = torch.randn(2, 2, 32, 32, 32)
+    with torch.no_grad():
+        logits, fmap, gate_logits = model.forward_with_gate(x)
+        tissue = model.features.tissue(x)
+    assert fmap.shape == (2, 5, 16, 16, 16) and gate_logits.shape[2:] == model.features.trunk(x).shape[2:]
+    a = torch.sigmoid(torch.nn.functional.interpolate(gate_logits, size=(16, 16, 16), mode="trilinear"))
+    weighted = (tissue * a).flatten(2).sum(2) / a.flatten(2).sum(2)
+    torch.testing.assert_close(fmap.flatten(2).mean(2), weighted, rtol=1e-4, atol=1e-6)
+    rebuilt = build_model("resnet10", 2, 3, **model.config()["arch"])
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), logits)
+    two_d = build_model("smallcnn", 1, 2, spatial_dims=2, channels=(4, 8), strides=(2, 2), lesion_gate=True,
+                        tissue_width=3).eval()
+    assert two_d.forward_with_features(torch.randn(1, 1, 16, 16))[1].shape == (1, 3, 8, 8)
+    with pytest.raises(ConfigError, match="tissue_width 4 needs lesion_gate: true"):
+        build_model("smallcnn", 2, 2, tissue_width=4)
+    with pytest.raises(ConfigError, match="tissue_width must be an integer >= 0, got -1"):
+        build_model("smallcnn", 2, 2, lesion_gate=True, tissue_width=-1)
+
+
 def test_gated_trunk_keys_map_to_monai_names() -> None:
     model = build_model("resnet10", 1, 2, lesion_gate=True)
     assert to_monai_key("resnet10", "features.trunk.layer1.0.conv1.weight") == "layer1.0.conv1.weight"

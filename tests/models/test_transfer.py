@@ -145,6 +145,11 @@ def test_medicalnet_checkpoint_loads_with_adapted_stem(tmp_path: Path) -> None:
     assert report.ok and report.adapted == ["features.trunk.conv1.weight"] and not report.missing
     with torch.no_grad():
         torch.testing.assert_close(gated.eval().features.trunk(g.repeat(1, 4, 1, 1, 1)), expected, rtol=1e-4, atol=1e-5)
+    # with a tissue path too: it and the head start fresh, the trunk is the checkpoint's
+    tissue, report = build_pretrained("resnet10", 4, 2, _save(state, tmp_path, wrap=True), lesion_gate=True,
+                                      tissue_width=4)
+    assert report.ok and report.adapted == ["features.trunk.conv1.weight"] and not report.missing
+    assert tissue.classifier.in_features == 4
 
 
 def test_mismatched_architecture_is_loud(tmp_path: Path) -> None:

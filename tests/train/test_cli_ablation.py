@@ -65,7 +65,8 @@ def test_train_single_fold_defers_evaluation(cohort_dir: Path, profile_yaml: Pat
 
 
 def test_lesion_gate_switch_on_the_command_line(cohort_dir: Path, profile_yaml: Path, tmp_path: Path) -> None:
-    """--lesion-gate on trains a gated fold (loss weight 1 unless the profile has one); off removes it."""
+    """--lesion-gate on trains a gated fold (loss weight 1 unless the profile has one); off removes it;
+    tissue adds the tissue path (32 channels unless the profile names a width)."""
     rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(profile_yaml), "--out", str(tmp_path / "on"),
                "--fold", "0", "--lesion-gate", "on", "--quiet"])
     assert rc == 0
@@ -80,3 +81,8 @@ def test_lesion_gate_switch_on_the_command_line(cohort_dir: Path, profile_yaml: 
     assert rc == 0
     cfg = json.loads((tmp_path / "off" / "folds" / "0" / "meta.json").read_text())["train_config"]
     assert "lesion_gate" not in cfg["model_kwargs"] and cfg["lesion_loss"] == 0.0
+    rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(gated), "--out", str(tmp_path / "tissue"),
+               "--fold", "0", "--lesion-gate", "tissue", "--quiet"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "tissue" / "folds" / "0" / "meta.json").read_text())["train_config"]
+    assert cfg["model_kwargs"]["tissue_width"] == 32 and cfg["lesion_loss"] == 0.5

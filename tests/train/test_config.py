@@ -74,3 +74,6 @@ def test_lesion_gate_and_lesion_loss_come_together() -> None:
     other = gated.with_overrides(train={"model": "resnet10"})
     assert other.train.model_kwargs == {"lesion_gate": True}
     assert build_model("resnet10", 4, 2, **other.train.model_kwargs).lesion_gated
+    tissue = gated.with_overrides(train={"model_kwargs": {"lesion_gate": True, "tissue_width": 8}})
+    assert tissue.with_overrides(train={"model": "resnet10"}).train.model_kwargs == {"lesion_gate": True,
+                                                                                     "tissue_width": 8}

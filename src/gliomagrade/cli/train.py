@@ -47,23 +47,30 @@ def _common(p: argparse.ArgumentParser, *, sequences: bool = True) -> None:
     p.add_argument("--epochs", type=int, help="maximum epochs per fold")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int)
-    p.add_argument("--lesion-gate", choices=("on", "off"),
-                   help="pool over the lesion a gate learns from the segmentations (on: needs a segmentation "
-                        "for every case) or over the whole brain (off); default: the profile's choice")
+    p.add_argument("--lesion-gate", choices=("on", "tissue", "off"),
+                   help="pool over the lesion a gate learns from the segmentations (on: the trunk's maps; "
+                        "tissue: a shallow tissue path's, finer; both need a segmentation for every case) or "
+                        "over the whole brain (off); default: the profile's choice")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _profile(args: argparse.Namespace) -> Any:
     """The profile with the command-line overrides applied (validated)."""
     from gliomagrade.config import load_profile
+    from gliomagrade.constants import DEFAULT_TISSUE_WIDTH, GATE_OPTIONS
 
     overrides = {k: getattr(args, k, None) for k in ("task", "sequences", "model", "folds", "epochs", "device", "seed")}
     profile = load_profile(args.profile).with_overrides(train=overrides)
     if getattr(args, "lesion_gate", None) is None:
         return profile
-    on, cfg = args.lesion_gate == "on", profile.train
-    kwargs = {k: v for k, v in cfg.model_kwargs.items() if k != "lesion_gate"} | ({"lesion_gate": True} if on else {})
-    return profile.with_overrides(train={"model_kwargs": kwargs, "lesion_loss": (cfg.lesion_loss or 1.0) if on else 0.0})
+    mode, cfg = args.lesion_gate, profile.train
+    kwargs = {k: v for k, v in cfg.model_kwargs.items() if k not in GATE_OPTIONS}
+    if mode != "off":
+        kwargs["lesion_gate"] = True
+    if mode == "tissue":
+        kwargs["tissue_width"] = cfg.model_kwargs.get("tissue_width") or DEFAULT_TISSUE_WIDTH
+    loss = (cfg.lesion_loss or 1.0) if mode != "off" else 0.0
+    return profile.with_overrides(train={"model_kwargs": kwargs, "lesion_loss": loss})
 
 
 def _print_metrics(result: dict[str, Any], title: str) -> None:
