@@ -158,17 +158,17 @@ class Profile(_Section):
         """Return a copy with some fields of some sections replaced (validated again).
 
         A new ``train.model`` without its own ``model_kwargs`` drops the profile's: those architecture
-        options belong to the profile's network (``--model resnet18`` on the quick profile must work),
-        except the lesion gate's (``lesion_gate``, ``tissue_width``), which every family takes.
+        options belong to the profile's network (``--model resnet18`` on the quick profile must work).
+        The lesion gate's options (``lesion_gate``, ``tissue_width``) fit every family and stay unless
+        the new ``model_kwargs`` name one of them (``lesion_gate: false`` turns the gate off).
         """
         data = self.model_dump()
         for section, values in sections.items():
             if section not in data:
                 raise ConfigError(f"unknown config section {section!r}; expected one of {sorted(data)}")
             new = {k: v for k, v in values.items() if v is not None}
-            if section == "train" and str(new.get("model", data["train"]["model"])).lower() != data["train"]["model"]:
-                gate = {k: v for k, v in data["train"]["model_kwargs"].items() if k in GATE_OPTIONS}
-                new.setdefault("model_kwargs", gate)  # the lesion gate fits every family
+            if section == "train":
+                new = _keep_gate(data["train"], new)
             data[section].update(new)
         return _validate(data, f"profile {self.name} with overrides")
 
@@ -177,6 +177,17 @@ class Profile(_Section):
 
 
 PROFILES = ("quick", "full")
+
+
+def _keep_gate(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Train overrides with the old lesion-gate options carried into new ``model_kwargs`` that name none
+    (a new ``model`` without ``model_kwargs`` gets only those)."""
+    gate = {k: v for k, v in old["model_kwargs"].items() if k in GATE_OPTIONS}
+    if str(new.get("model", old["model"])).lower() != old["model"]:
+        new.setdefault("model_kwargs", {})
+    if "model_kwargs" in new and not set(GATE_OPTIONS) & set(new["model_kwargs"]):
+        new["model_kwargs"] = {**new["model_kwargs"], **gate}
+    return new
 
 
 def _validate(data: dict[str, Any], source: str) -> Profile:

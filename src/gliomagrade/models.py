@@ -227,9 +227,10 @@ class LesionGate(nn.Module):
     output is exact, equals Grad-CAM at ``features``, and is ~0 outside the lesion by construction.
 
     ``tissue_width`` > 0 adds a *tissue path*: a shallow conv (3^3 stride 2, then 1^3, ``tissue_width``
-    channels at 1/2 of the input grid) whose maps, under the upsampled gate, replace the trunk's. The
+    channels at 1/2 of the input grid) whose maps, times the upsampled gate, replace the trunk's. The
     trunk then only finds the lesion and the classifier reads what the lesion's voxels look like, on a
-    finer CAM grid; the tissue path's maps are the output the head pools.
+    finer CAM grid. Not normalised by the gate's mean: GAP is then "how much of the grid is lesion with
+    this property" (e.g. enhancing volume), and extent is grade evidence (measured: training.md, round 6).
     """
 
     def __init__(self, trunk: nn.Module, channels: int, spatial_dims: int, *, in_channels: int = 0,
@@ -250,12 +251,12 @@ class LesionGate(nn.Module):
         """Gated feature maps and the gate's logits (the segmentation loss's input)."""
         fmap = self.trunk(x)
         logits = self.gate(fmap)
-        gate = logits.detach()
-        if self.tissue is not None:
+        if self.tissue is not None:  # the lesion's share of the grid stays in: extent is evidence
             fmap = self.tissue(x)
             mode = "trilinear" if x.ndim == 5 else "bilinear"
-            gate = nn.functional.interpolate(gate, size=fmap.shape[2:], mode=mode, align_corners=False)
-        weight = torch.sigmoid(gate)
+            up = nn.functional.interpolate(logits.detach(), size=fmap.shape[2:], mode=mode, align_corners=False)
+            return fmap * torch.sigmoid(up), logits
+        weight = torch.sigmoid(logits.detach())
         weight = weight / (weight.mean(dim=tuple(range(2, weight.ndim)), keepdim=True) + 1e-6)
         return fmap * weight, logits
 

@@ -77,7 +77,7 @@ def test_unknown_name_lists_valid_names() -> None:
 
 
 def test_unknown_option_names_the_accepted_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['growth'\]; this network takes \['norm', 'lesion_gate'\]"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['growth'\]; this network takes \['norm', 'lesion_gate', 'tissue_width'\]"):
         build_model("densenet121", 4, 2, growth=16)
 
 
@@ -175,8 +175,9 @@ def test_lesion_gate_pools_the_gate_weighted_mean_and_rebuilds() -> None:
 
 
 def test_tissue_path_pools_its_maps_under_the_upsampled_gate() -> None:
-    """tissue_width: the head pools a shallow path's maps at 1/2 of the input grid, weighted by the
-    trunk's gate upsampled to that grid; the classifier is sized for it and the arch rebuilds it."""
+    """tissue_width: the head pools a shallow path's maps at 1/2 of the input grid times the trunk's gate
+    upsampled to that grid (not normalised: extent counts); the classifier is sized for it and the arch
+    rebuilds it."""
     torch.manual_seed(0)
     model = build_model("resnet10", 2, 3, lesion_gate=True, tissue_width=5).eval()
     assert model.feature_channels == 5 and model.classifier.in_features == 5
@@ -186,8 +187,7 @@ def test_tissue_path_pools_its_maps_under_the_upsampled_gate() -> None:
         tissue = model.features.tissue(x)
     assert fmap.shape == (2, 5, 16, 16, 16) and gate_logits.shape[2:] == model.features.trunk(x).shape[2:]
     a = torch.sigmoid(torch.nn.functional.interpolate(gate_logits, size=(16, 16, 16), mode="trilinear"))
-    weighted = (tissue * a).flatten(2).sum(2) / a.flatten(2).sum(2)
-    torch.testing.assert_close(fmap.flatten(2).mean(2), weighted, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fmap, tissue * a, rtol=1e-4, atol=1e-6)
     rebuilt = build_model("resnet10", 2, 3, **model.config()["arch"])
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():

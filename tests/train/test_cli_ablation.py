@@ -80,7 +80,8 @@ def test_lesion_gate_switch_on_the_command_line(cohort_dir: Path, profile_yaml: 
                "--fold", "0", "--lesion-gate", "off", "--quiet"])
     assert rc == 0
     cfg = json.loads((tmp_path / "off" / "folds" / "0" / "meta.json").read_text())["train_config"]
-    assert "lesion_gate" not in cfg["model_kwargs"] and cfg["lesion_loss"] == 0.0
+    assert cfg["model_kwargs"]["lesion_gate"] is False and cfg["lesion_loss"] == 0.0
+    assert "tissue_width" not in cfg["model_kwargs"]
     rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(gated), "--out", str(tmp_path / "tissue"),
                "--fold", "0", "--lesion-gate", "tissue", "--quiet"])
     assert rc == 0

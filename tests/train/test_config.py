@@ -1,4 +1,5 @@
-"""Profiles: the shipped ones build their networks, and overriding the network drops the old one's options."""
+"""Profiles: the shipped ones build their networks; overriding the network drops the old one's options but
+not the lesion gate's."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ def test_a_new_model_drops_the_profile_architecture_options() -> None:
     quick = load_profile("quick").with_overrides(train={"model_kwargs": {"channels": [8, 16, 32, 64],
                                                                          "per_sequence": True}})
     other = quick.with_overrides(train={"model": "resnet10"}).train
-    assert other.model == "resnet10" and other.model_kwargs == {}
+    assert other.model == "resnet10" and other.model_kwargs == {"lesion_gate": True, "tissue_width": 32}
     build_model(other.model, 4, 2, **other.model_kwargs)
     same = quick.with_overrides(train={"model": "smallcnn", "epochs": 3}).train
     assert same.model_kwargs == quick.train.model_kwargs and same.epochs == 3
     explicit = quick.with_overrides(train={"model": "resnet10", "model_kwargs": {"shortcut_type": "A"}}).train
-    assert explicit.model_kwargs == {"shortcut_type": "A"}
+    assert explicit.model_kwargs == {"shortcut_type": "A", "lesion_gate": True, "tissue_width": 32}
 
 
 def test_a_profile_file_can_start_from_a_built_in_one(tmp_path) -> None:
@@ -34,7 +35,8 @@ def test_a_profile_file_can_start_from_a_built_in_one(tmp_path) -> None:
                     "  sequence_loss: 1.0\n")
     variant, quick = load_profile(path), load_profile("quick")
     assert variant.name == "variant" and variant.train.sequence_loss == 1.0
-    assert variant.train.model_kwargs == {"channels": [8, 16, 32, 64], "per_sequence": True}
+    assert variant.train.model_kwargs == {"channels": [8, 16, 32, 64], "per_sequence": True, "lesion_gate": True,
+                                          "tissue_width": 32}
     assert variant.train.epochs == quick.train.epochs and variant.preprocess == quick.preprocess
     assert variant.gate == quick.gate
     (tmp_path / "bad.yaml").write_text("base: quick\ntrain: 3\n")
@@ -65,15 +67,19 @@ def test_a_base_file_is_found_beside_the_profile_and_a_cycle_is_named(tmp_path, 
 
 def test_lesion_gate_and_lesion_loss_come_together() -> None:
     quick = load_profile("quick")
-    gated = quick.with_overrides(train={"model_kwargs": {"lesion_gate": True}, "lesion_loss": 1.0})
+    assert quick.train.model_kwargs["lesion_gate"] is True and quick.train.lesion_loss > 0
+    plain = quick.with_overrides(train={"model_kwargs": {"lesion_gate": False}, "lesion_loss": 0.0})
     with pytest.raises(ConfigError, match="lesion_gate: true needs lesion_loss > 0"):
-        quick.with_overrides(train={"model_kwargs": {"lesion_gate": True}})
+        plain.with_overrides(train={"model_kwargs": {"lesion_gate": True}})
     with pytest.raises(ConfigError, match="lesion_loss 1.0 needs model_kwargs.lesion_gate: true"):
-        quick.with_overrides(train={"lesion_loss": 1.0})
-    # another network keeps the gate (every family takes it), not the profile's other options
+        plain.with_overrides(train={"lesion_loss": 1.0})
+    # another network keeps the gate and its tissue path (every family takes them), not the other options
+    gated = quick.with_overrides(train={"model_kwargs": {"channels": [8, 16, 32], "strides": [2, 2, 1]}})
+    assert gated.train.model_kwargs == {"channels": [8, 16, 32], "strides": [2, 2, 1], "lesion_gate": True,
+                                        "tissue_width": 32}, "new architecture options keep the gate's"
     other = gated.with_overrides(train={"model": "resnet10"})
-    assert other.train.model_kwargs == {"lesion_gate": True}
+    assert other.train.model_kwargs == {"lesion_gate": True, "tissue_width": 32}
     assert build_model("resnet10", 4, 2, **other.train.model_kwargs).lesion_gated
-    tissue = gated.with_overrides(train={"model_kwargs": {"lesion_gate": True, "tissue_width": 8}})
-    assert tissue.with_overrides(train={"model": "resnet10"}).train.model_kwargs == {"lesion_gate": True,
-                                                                                     "tissue_width": 8}
+    # options that name the gate replace the old ones
+    assert quick.with_overrides(train={"model_kwargs": {"lesion_gate": True}}).train.model_kwargs == {
+        "lesion_gate": True}

@@ -30,8 +30,9 @@ def _history(fold_dir: Path) -> list[dict]:
     return json.loads((fold_dir / "log.json").read_text())
 
 
-def test_fit_fold_learns_a_separable_task(toy: Cohort, tmp_path: Path) -> None:
-    cfg = tiny_profile(epochs=6, augment=False).train
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "tissue-gated"])
+def test_fit_fold_learns_a_separable_task(toy: Cohort, tmp_path: Path, plain: bool) -> None:
+    cfg = tiny_profile(epochs=6, augment=False, plain=plain).train
     split = make_splits(toy.labels, toy.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
     res = fit_fold(toy, split, cfg, tmp_path / "f0", progress=False)
     hist = _history(tmp_path / "f0")
@@ -41,7 +42,8 @@ def test_fit_fold_learns_a_separable_task(toy: Cohort, tmp_path: Path) -> None:
     assert max(h["val_auc"] for h in hist) >= 0.9
     # the kept model is the best epoch's, and it separates the held-out test fold
     assert res.meta["best_epoch"] == int(np.argmin([h["val_loss"] for h in hist]))
-    prob_hgg = torch.softmax(torch.from_numpy(res.test_logits), 1)[:, 1].numpy()
+    calibrated = torch.from_numpy(res.test_logits) / res.meta["temperature"]
+    prob_hgg = torch.softmax(calibrated, 1)[:, 1].numpy()
     assert prob_hgg[res.test_labels == 1].mean() > prob_hgg[res.test_labels == 0].mean() + 0.2
     assert 0 < res.meta["threshold"] < 1 and res.meta["temperature"] > 0
     assert res.meta["class_names"] == ["LGG", "HGG"] and res.meta["sequences"] == ["t1", "t1ce", "t2", "flair"]
@@ -100,7 +102,7 @@ def test_pretrained_weights_seed_the_fold_model(cohort_dir: Path, tmp_path: Path
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
     cohort = load_cohort(cohort_dir, progress=False)
     split = make_splits(cohort.labels, cohort.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
-    cfg = tiny_profile(model="resnet10", model_kwargs={}, pretrained=str(path)).train
+    cfg = tiny_profile(model="resnet10", model_kwargs={}, pretrained=str(path), plain=True).train
     tr = _new_trainer(cohort, split, cfg, None, torch.device("cpu"))  # type: ignore[arg-type]
     ours = tr.model.state_dict()
     assert torch.equal(ours["features.layer1.0.conv1.weight"], source.state_dict()["layer1.0.conv1.weight"])
@@ -129,7 +131,7 @@ def test_feature_l1_sparsifies_the_maps_the_cam_is_made_of(toy: Cohort, tmp_path
     x = toy.images[torch.from_numpy(split.test)].float()
     mean_act, gaps = [], []
     for l1 in (0.0, 1.0):
-        res = fit_fold(toy, split, tiny_profile(epochs=4, augment=False, feature_l1=l1).train,
+        res = fit_fold(toy, split, tiny_profile(epochs=4, augment=False, feature_l1=l1, plain=True).train,
                        tmp_path / f"l1_{l1}", progress=False)
         model, _ = load_checkpoint(tmp_path / f"l1_{l1}")
         with torch.no_grad():

@@ -50,10 +50,13 @@ def write_cohort(root: Path, n: int = 24, *, grid: tuple[int, int, int] = GRID, 
     return root
 
 
-def tiny_profile(**train: object) -> Profile:
-    """The quick profile shrunk for tests: 3 folds, a 3-stage smallcnn, few epochs, CPU, one thread."""
+def tiny_profile(*, plain: bool = False, **train: object) -> Profile:
+    """The quick profile shrunk for tests: 3 folds, a 3-stage smallcnn, few epochs, CPU, one thread;
+    lesion-gated with a tissue path as the quick profile is, or without the gate (``plain``)."""
     base = {"folds": 3, "epochs": 3, "min_epochs": 1, "patience": 10, "batch_size": 4, "lr": 1e-2, "device": "cpu",
             "val_fraction": 0.25, "num_threads": 1, "n_boot": 200, "data_on_device": True,
             "model_kwargs": {"channels": [8, 16, 32], "strides": [1, 2, 2]}}
     base.update(train)
+    if plain:
+        base.update(model_kwargs={**base["model_kwargs"], "lesion_gate": False}, lesion_loss=0.0)  # type: ignore[dict-item]
     return load_profile("quick").with_overrides(train=base)

@@ -64,9 +64,7 @@ def _profile(args: argparse.Namespace) -> Any:
     if getattr(args, "lesion_gate", None) is None:
         return profile
     mode, cfg = args.lesion_gate, profile.train
-    kwargs = {k: v for k, v in cfg.model_kwargs.items() if k not in GATE_OPTIONS}
-    if mode != "off":
-        kwargs["lesion_gate"] = True
+    kwargs = {k: v for k, v in cfg.model_kwargs.items() if k not in GATE_OPTIONS} | {"lesion_gate": mode != "off"}
     if mode == "tissue":
         kwargs["tissue_width"] = cfg.model_kwargs.get("tissue_width") or DEFAULT_TISSUE_WIDTH
     loss = (cfg.lesion_loss or 1.0) if mode != "off" else 0.0
