@@ -62,7 +62,7 @@ def publish(profile_name: str, work: Path) -> tuple[str, Any, Path, tuple[int, .
     profile = load_profile(profile_name)
     grid = tuple(profile.preprocess.grid)
     torch.manual_seed(0)
-    net = build_model(profile.train.model, 4, 2).eval()
+    net = build_model(profile.train.model, 4, 2, **profile.train.model_kwargs).eval()
     out = work / f"export-{profile_name}"
     result = export_onnx(net, out, model_name=MODEL, input_shape=(4, *grid), class_names=["LGG", "HGG"])
     manifest = {
