@@ -127,6 +127,10 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _gate_needs_loss(self) -> TrainConfig:
         gated = self.model_kwargs.get("lesion_gate") is True
+        tissue = self.model_kwargs.get("tissue_width")
+        if tissue and not gated:
+            raise ValueError(f"model_kwargs.tissue_width {tissue} needs model_kwargs.lesion_gate: true (the tissue "
+                             "path pools under the gate; options that name the gate replace the base profile's)")
         if gated != (self.lesion_loss > 0):
             raise ValueError(
                 "model_kwargs.lesion_gate: true needs lesion_loss > 0 (the gate learns only from it)" if gated

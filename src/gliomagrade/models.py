@@ -205,6 +205,7 @@ def build_model(
 
 _Built = tuple[nn.Module, int, "nn.Linear | None", dict[str, Any]]
 
+
 def _gate_options(name: str, kw: dict[str, Any]) -> tuple[bool, int]:
     """Pop and check ``lesion_gate`` (bool) and ``tissue_width`` (int >= 0, only with the gate)."""
     gated, tissue = kw.pop("lesion_gate", False), kw.pop("tissue_width", 0)

@@ -83,3 +83,5 @@ def test_lesion_gate_and_lesion_loss_come_together() -> None:
     # options that name the gate replace the old ones
     assert quick.with_overrides(train={"model_kwargs": {"lesion_gate": True}}).train.model_kwargs == {
         "lesion_gate": True}
+    with pytest.raises(ConfigError, match="tissue_width 16 needs model_kwargs.lesion_gate: true"):
+        quick.with_overrides(train={"model_kwargs": {"tissue_width": 16}})
