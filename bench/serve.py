@@ -6,6 +6,7 @@ Reports, as markdown tables:
   time (from its ``gliomagrade_predictor_inference_seconds``);
 - the predictor's onnxruntime vs PyTorch eager (same weights, batch 1) and their ratio;
 - throughput and client-side p50/p95 at 1, 4 and 8 concurrent clients;
+- decoding the predictor's reply (a 5-fold ensemble's features) with KServe's parser vs ``serving.v2rest``;
 - RSS of both server processes before and after the load.
 
 The networks are untrained (the profile's architecture, random weights): speed does not depend on the
@@ -132,6 +133,34 @@ def ort_vs_torch(net: Any, onnx_path: Path, grid: tuple[int, ...], n: int = 5) -
     return t_ort, t_torch
 
 
+def decode_vs_kserve(feature_shape: tuple[int, ...], folds: int = 5, n: int = 5) -> dict[str, float]:
+    """p50 ms to decode a predictor reply (logits + a ``folds``-model ensemble's features) with KServe's
+    ``InferResponse.from_bytes`` (the baseline) and with ``serving.v2rest.parse_response``."""
+    from kserve import InferOutput, InferResponse
+
+    from gliomagrade.serving.v2rest import parse_response
+
+    shape = (1, feature_shape[0] * folds, *feature_shape[1:])
+    outputs = []
+    for name, array in (("logits", np.zeros((1, 2), np.float32)), ("features", np.ones(shape, np.float32))):
+        out = InferOutput(name=name, shape=list(array.shape), datatype="FP32")
+        out.set_data_from_numpy(array, binary_data=True)
+        outputs.append(out)
+    body, json_length = InferResponse(response_id="bench", model_name=MODEL, infer_outputs=outputs,
+                                      use_binary_outputs=True).to_rest()
+
+    def timed(fn: Any) -> float:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn().get_output_by_name("features").as_numpy()
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    return {"folds": folds, "mb": len(body) / 2**20, "kserve_ms": timed(lambda: InferResponse.from_bytes(body, json_length)),
+            "v2rest_ms": timed(lambda: parse_response(body, json_length))}
+
+
 def load(transformer: str, files: dict[str, Path], clients: int, duration: float) -> dict[str, float]:
     """Closed-loop load: ``clients`` threads posting the case for ``duration`` seconds."""
     from gliomagrade.serving.client import v2_binary_body
@@ -183,7 +212,12 @@ def bench_profile(name: str, files: dict[str, Path], work: Path, args: argparse.
     finally:
         stack.stop()
     t_ort, t_torch = ort_vs_torch(net, onnx_path, grid)
+    import torch
+
+    with torch.no_grad():
+        feature_shape = tuple(net.forward_with_features(torch.zeros(1, 4, *grid))[1].shape[1:])
     return {"profile": name, "grid": grid, "model": type(net).__name__, "stages": stages, "ort_ms": t_ort,
+            "decode": decode_vs_kserve(feature_shape),
             "torch_ms": t_torch, "loads": loads, "rss_before": rss_before, "rss_after": rss_after}
 
 
@@ -206,6 +240,12 @@ def report(results: list[dict[str, Any]]) -> str:
     lines += ["", "| profile | onnxruntime p50 ms | PyTorch eager p50 ms | eager / ORT |", "|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['profile']} | {r['ort_ms']:.0f} | {r['torch_ms']:.0f} | {r['torch_ms'] / r['ort_ms']:.2f} |")
+    lines += ["", "| profile | reply (5-fold ensemble) MB | KServe from_bytes p50 ms | v2rest p50 ms | ratio |",
+              "|---|---|---|---|---|"]
+    for r in results:
+        d = r["decode"]
+        lines.append(f"| {r['profile']} | {d['mb']:.1f} | {d['kserve_ms']:.0f} | {d['v2rest_ms']:.1f} | "
+                     f"{d['kserve_ms'] / d['v2rest_ms']:.0f}x |")
     lines += ["", "| profile | clients | requests | errors | throughput req/s | p50 ms | p95 ms |",
               "|---|---|---|---|---|---|---|"]
     for r in results:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import SimpleITK as sitk
 from kserve import Model, model_server
@@ -34,7 +35,7 @@ from gliomagrade.config import PreprocessConfig
 from gliomagrade.constants import QC_DRIFT_FEATURES, REFERENCE_SEQUENCE, SEQUENCES, WHO_CLASSES, WHO_TO_BINARY
 from gliomagrade.drift import DriftMonitor, ReferenceHistogram
 from gliomagrade.errors import InputError, PreprocessError
-from gliomagrade.serving import metrics
+from gliomagrade.serving import metrics, v2rest
 from gliomagrade.serving.bundle import (
     FEATURES_NAME,
     INPUT_NAME,
@@ -144,6 +145,7 @@ class GliomaTransformer(Model):
         self.bundle: ModelBundle | None = None
         self.cfg: PreprocessConfig | None = None
         self.drift: DriftMonitor | None = None
+        self._rest: httpx.AsyncClient | None = None
 
     # ------------------------------------------------------------------------------------------- load
     def load(self) -> bool:
@@ -232,15 +234,18 @@ class GliomaTransformer(Model):
 
     async def _http_predict(self, payload: InferRequest, headers: dict[str, str] | None = None,
                             response_headers: dict[str, str] | None = None) -> InferResponse:
-        """KServe's REST call without its forced ``Content-Type: application/json``.
+        """The V2 REST call of ``v2rest``: binary outputs stay binary, and only tracing/auth headers go on.
 
-        KServe 0.21 sets that header and then adds ``content-type: application/octet-stream`` for binary
-        tensors; both reach the predictor, which then fails to parse the binary body as JSON.
+        (KServe 0.21's own call also forces ``Content-Type: application/json`` next to the binary body's
+        ``application/octet-stream``, and the predictor then fails to parse the body as JSON.)
         """
+        assert self.predictor_config is not None
+        if self._rest is None:
+            self._rest = v2rest.rest_client(self.predictor_config.timeout, self.predictor_config.retries)
         keep = ("x-request-id", "x-b3-traceid", "authorization")
         forward = {k: v for k, v in (headers or {}).items() if k.lower() in keep}
-        return await self._http_client.infer(self.predictor_config.predictor_base_url, model_name=self.name,
-                                             data=payload, headers=forward, response_headers=response_headers)
+        return await v2rest.infer(self._rest, self.predictor_config.predictor_base_url, self.name, payload,
+                                  forward, response_headers)
 
     async def predict(self, payload: PreparedCase, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> tuple[PreparedCase, InferResponse]:
@@ -374,13 +379,14 @@ def _output(response: InferResponse, name: str) -> np.ndarray:
 def _predictor_error(exc: Exception, host: str | None) -> Exception:
     """Map a transport/status error of the predictor call to 503 / 504 / 502 with a clear message."""
     import grpc
-    import httpx
 
     where = f"predictor at {host}"
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
         return PredictorTimeout(f"{where} did not answer in time ({type(exc).__name__})")
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)):
         return PredictorUnavailable(f"{where} is unreachable ({type(exc).__name__}: {exc}); retry later")
+    if isinstance(exc, ValueError):  # v2rest: a reply that is not the V2 response it claims to be
+        return PredictorFailed(f"{where} sent a malformed reply: {exc}")
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
         text = exc.response.text[:300]
