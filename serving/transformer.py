@@ -385,7 +385,7 @@ def _predictor_error(exc: Exception, host: str | None) -> Exception:
         return PredictorTimeout(f"{where} did not answer in time ({type(exc).__name__})")
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)):
         return PredictorUnavailable(f"{where} is unreachable ({type(exc).__name__}: {exc}); retry later")
-    if isinstance(exc, ValueError):  # v2rest: a reply that is not the V2 response it claims to be
+    if isinstance(exc, v2rest.MalformedReply):
         return PredictorFailed(f"{where} sent a malformed reply: {exc}")
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code

@@ -19,6 +19,11 @@ import numpy as np
 import orjson
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, to_np_dtype
 
+
+class MalformedReply(ValueError):
+    """The predictor's reply is not the V2 response it claims to be."""
+
+
 HEADER_LENGTH = "inference-header-content-length"
 """Length of the JSON header before the binary tensors (the binary data extension's header)."""
 
@@ -52,8 +57,15 @@ def parse_response(content: bytes, json_length: int) -> InferResponse:
     """A V2 REST reply (JSON header, then the binary tensors in output order) as an ``InferResponse``."""
     try:
         header: dict[str, Any] = orjson.loads(content[:json_length])
+        return _response(header, content, json_length)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"predictor reply is not a V2 response: {exc}") from exc
+        raise MalformedReply(f"predictor reply is not a V2 response: {exc}") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MalformedReply(f"predictor reply lacks or mistypes a V2 field ({type(exc).__name__}: {exc})") from exc
+
+
+def _response(header: dict[str, Any], content: bytes, json_length: int) -> InferResponse:
+    """The outputs of a parsed header, binary ones read from ``content`` after ``json_length``."""
     specs = header.get("outputs", [])
     if any(spec.get("datatype") == "BYTES" for spec in specs):
         return InferResponse.from_bytes(content, json_length)  # length-prefixed strings: kserve's parser
@@ -66,12 +78,14 @@ def parse_response(content: bytes, json_length: int) -> InferResponse:
         else:
             dtype = np.dtype(to_np_dtype(spec["datatype"]))
             if start + int(size) > len(content):
-                raise ValueError(f"predictor reply ends inside output {spec['name']!r}")
+                raise MalformedReply(f"predictor reply ends inside output {spec['name']!r}")
             data = np.frombuffer(content, dtype=dtype, count=int(size) // dtype.itemsize, offset=start)
             start += int(size)
+        if data.size != int(np.prod(spec["shape"])):
+            raise MalformedReply(f"predictor output {spec['name']!r} holds {data.size} values, shape {spec['shape']}")
         out.set_data_from_numpy(data.reshape(spec["shape"]), binary_data=True)
         outputs.append(out)
     if start != len(content):
-        raise ValueError(f"predictor reply has {len(content) - start} bytes beyond its declared tensors")
+        raise MalformedReply(f"predictor reply has {len(content) - start} bytes beyond its declared tensors")
     return InferResponse(response_id=header.get("id"), model_name=header["model_name"],
                          parameters=header.get("parameters"), infer_outputs=outputs)

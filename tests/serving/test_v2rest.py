@@ -50,14 +50,25 @@ def test_binary_and_json_outputs_decode_like_kserve() -> None:
 def test_truncated_or_padded_reply_is_refused(cut: int, fragment: str) -> None:
     body, json_length = _reply(np.ones((2, 8), np.float32))
     body = body[:cut] if cut < 0 else body + b"\0" * cut
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(v2rest.MalformedReply, match=fragment):
         v2rest.parse_response(body, json_length)
-    assert isinstance(_predictor_error(ValueError("x"), "p"), PredictorFailed)
+    assert isinstance(_predictor_error(v2rest.MalformedReply("x"), "p"), PredictorFailed)
+    assert not isinstance(_predictor_error(ValueError("ours"), "p"), PredictorFailed)
+
+
+def test_shape_that_disagrees_with_the_bytes_is_refused() -> None:
+    body, json_length = _reply(np.ones((2, 8), np.float32))
+    body = body.replace(b"[2,8]", b"[2,9]", 1)
+    assert b"[2,9]" in body[:json_length]
+    with pytest.raises(v2rest.MalformedReply, match=r"holds 16 values, shape \[2, 9\]"):
+        v2rest.parse_response(body, json_length)
 
 
 def test_non_json_header_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a V2 response"):
+    with pytest.raises(v2rest.MalformedReply, match="not a V2 response"):
         v2rest.parse_response(b"<html>oops</html>", 17)
+    with pytest.raises(v2rest.MalformedReply, match="KeyError"):
+        v2rest.parse_response(b'{"outputs": [{"shape": [1]}]}', 29)
 
 
 @pytest.mark.integration
