@@ -50,11 +50,17 @@ async def infer(client: httpx.AsyncClient, base_url: str, model_name: str, reque
     reply.raise_for_status()
     if response_headers is not None:
         response_headers.update(reply.headers)
-    return parse_response(reply.content, int(reply.headers.get(HEADER_LENGTH, len(reply.content))))
+    return parse_response(reply.content, reply.headers.get(HEADER_LENGTH, len(reply.content)))
 
 
-def parse_response(content: bytes, json_length: int) -> InferResponse:
+def parse_response(content: bytes, json_length: int | str) -> InferResponse:
     """A V2 REST reply (JSON header, then the binary tensors in output order) as an ``InferResponse``."""
+    try:
+        json_length = int(json_length)
+    except ValueError as exc:
+        raise MalformedReply(f"predictor reply's {HEADER_LENGTH} {json_length!r} is not an integer") from exc
+    if not 0 < json_length <= len(content):
+        raise MalformedReply(f"predictor reply's {HEADER_LENGTH} {json_length} is outside its {len(content)} bytes")
     try:
         header: dict[str, Any] = orjson.loads(content[:json_length])
         return _response(header, content, json_length)
@@ -72,15 +78,18 @@ def _response(header: dict[str, Any], content: bytes, json_length: int) -> Infer
     outputs, start = [], json_length
     for spec in specs:
         out = InferOutput(name=spec["name"], shape=spec["shape"], datatype=spec["datatype"])
+        if to_np_dtype(spec["datatype"]) is None:
+            raise MalformedReply(f"predictor output {spec['name']!r} has unknown datatype {spec['datatype']!r}")
+        dtype = np.dtype(to_np_dtype(spec["datatype"]))
         size = (spec.get("parameters") or {}).get("binary_data_size")
         if size is None:
-            data = np.asarray(spec["data"], dtype=to_np_dtype(spec["datatype"]))
+            data = np.asarray(spec["data"], dtype=dtype)
         else:
-            dtype = np.dtype(to_np_dtype(spec["datatype"]))
-            if start + int(size) > len(content):
-                raise MalformedReply(f"predictor reply ends inside output {spec['name']!r}")
-            data = np.frombuffer(content, dtype=dtype, count=int(size) // dtype.itemsize, offset=start)
-            start += int(size)
+            if not isinstance(size, int) or size < 0 or start + size > len(content):
+                raise MalformedReply(f"predictor output {spec['name']!r}: binary_data_size {size!r} does not fit "
+                                     f"the {len(content) - start} bytes left in the reply")
+            data = np.frombuffer(content, dtype=dtype, count=size // dtype.itemsize, offset=start)
+            start += size
         if data.size != int(np.prod(spec["shape"])):
             raise MalformedReply(f"predictor output {spec['name']!r} holds {data.size} values, shape {spec['shape']}")
         out.set_data_from_numpy(data.reshape(spec["shape"]), binary_data=True)

@@ -46,14 +46,39 @@ def test_binary_and_json_outputs_decode_like_kserve() -> None:
             np.testing.assert_array_equal(got, theirs.get_output_by_name(f"out{i}").as_numpy())
 
 
-@pytest.mark.parametrize(("cut", "fragment"), [(-8, "ends inside output 'out0'"), (+4, "4 bytes beyond")])
+@pytest.mark.parametrize(("cut", "fragment"), [(-8, "binary_data_size 64 does not fit the 56 bytes"),
+                                               (+4, "4 bytes beyond")])
 def test_truncated_or_padded_reply_is_refused(cut: int, fragment: str) -> None:
     body, json_length = _reply(np.ones((2, 8), np.float32))
     body = body[:cut] if cut < 0 else body + b"\0" * cut
     with pytest.raises(v2rest.MalformedReply, match=fragment):
         v2rest.parse_response(body, json_length)
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    ((b'"binary_data_size":64', b'"binary_data_size":-4'), "binary_data_size -4 does not fit"),
+    ((b'"binary_data_size":64', b'"binary_data_size":"64"'), "binary_data_size '64' does not fit"),
+    ((b'"FP32"', b'"FP99"'), "unknown datatype 'FP99'"),
+])
+def test_bad_output_fields_are_refused(edit: tuple[bytes, bytes], fragment: str) -> None:
+    body, json_length = _reply(np.ones((2, 8), np.float32))
+    header = body[:json_length].replace(*edit)
+    assert header != body[:json_length]
+    with pytest.raises(v2rest.MalformedReply, match=fragment):
+        v2rest.parse_response(header + body[json_length:], len(header))
+
+
+@pytest.mark.parametrize(("length", "fragment"), [("abc", "'abc' is not an integer"), (0, "outside its"),
+                                                  (10**9, "outside its")])
+def test_bad_header_length_is_refused(length: int | str, fragment: str) -> None:
+    body, _ = _reply(np.ones((2, 8), np.float32))
+    with pytest.raises(v2rest.MalformedReply, match=fragment):
+        v2rest.parse_response(body, length)
+
+
+def test_only_malformed_replies_map_to_502() -> None:
     assert isinstance(_predictor_error(v2rest.MalformedReply("x"), "p"), PredictorFailed)
-    assert not isinstance(_predictor_error(ValueError("ours"), "p"), PredictorFailed)
+    assert not isinstance(_predictor_error(ValueError("the transformer's own bug"), "p"), PredictorFailed)
 
 
 def test_shape_that_disagrees_with_the_bytes_is_refused() -> None:
