@@ -112,8 +112,8 @@ class TrainConfig(_Section):
     own, not only the easiest one (0: off)."""
     lesion_loss: float = Field(0.0, ge=0)
     """Weight of the segmentation loss that trains a ``lesion_gate`` model's gate on each feature cell's
-    tumour + oedema fraction (needs a segmentation for every training case; > 0 exactly when the model
-    is lesion-gated)."""
+    tumour + oedema fraction, or a ``unet``'s oedema / core / enhancing segmentation (needs a segmentation
+    for every training case; > 0 exactly when the model is lesion-gated or a unet)."""
     loader_workers: int = Field(0, ge=0)
     """DataLoader worker processes (``data_on_device: false`` path only)."""
     n_boot: int = Field(2000, ge=100)
@@ -128,6 +128,14 @@ class TrainConfig(_Section):
     def _gate_needs_loss(self) -> TrainConfig:
         gated = self.model_kwargs.get("lesion_gate") is True
         tissue = self.model_kwargs.get("tissue_width")
+        if self.model.lower() == "unet":
+            if gated or tissue:
+                raise ValueError("model unet segments the lesion itself and grades from it: drop model_kwargs."
+                                 "lesion_gate / tissue_width (and --lesion-gate on|tissue)")
+            if self.lesion_loss <= 0:
+                raise ValueError("model unet needs lesion_loss > 0: its U-Net learns only from the segmentations "
+                                 "(not --lesion-gate off)")
+            return self
         if tissue and not gated:
             raise ValueError(f"model_kwargs.tissue_width {tissue} needs model_kwargs.lesion_gate: true (the tissue "
                              "path pools under the gate; options that name the gate replace the base profile's)")
@@ -164,7 +172,8 @@ class Profile(_Section):
         A new ``train.model`` without its own ``model_kwargs`` drops the profile's: those architecture
         options belong to the profile's network (``--model resnet18`` on the quick profile must work).
         The lesion gate's options (``lesion_gate``, ``tissue_width``) fit every family and stay unless
-        the new ``model_kwargs`` name one of them (``lesion_gate: false`` turns the gate off).
+        the new ``model_kwargs`` name one of them (``lesion_gate: false`` turns the gate off); ``unet``
+        takes none of them and trains with the profile's ``lesion_loss`` (1.0 where it has none).
         """
         data = self.model_dump()
         for section, values in sections.items():
@@ -187,8 +196,13 @@ def _keep_gate(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Train overrides with the old lesion-gate options carried into new ``model_kwargs`` that name none
     (a new ``model`` without ``model_kwargs`` gets only those)."""
     gate = {k: v for k, v in old["model_kwargs"].items() if k in GATE_OPTIONS}
-    if str(new.get("model", old["model"])).lower() != old["model"]:
+    model = str(new.get("model", old["model"])).lower()
+    if model != old["model"]:
         new.setdefault("model_kwargs", {})
+    if model == "unet":  # it segments the lesion itself; the segmentation loss trains its U-Net
+        gate = {}
+        if not old["lesion_loss"]:
+            new.setdefault("lesion_loss", 1.0)
     if "model_kwargs" in new and not set(GATE_OPTIONS) & set(new["model_kwargs"]):
         new["model_kwargs"] = {**new["model_kwargs"], **gate}
     return new

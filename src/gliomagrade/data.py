@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from gliomagrade.constants import BINARY_CLASSES, SEQUENCES, WHO_CLASSES, binary_grade, parse_sequences
 from gliomagrade.errors import InputError
+from gliomagrade.segment import tissue_codes
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class Cohort:
         )
 
     def lesion_masks(self) -> torch.Tensor:
-        """``(N, 1, D, H, W)`` uint8 tumour + oedema masks (BraTS labels > 0) for the lesion gate's loss."""
+        """``(N, 1, D, H, W)`` uint8 tissue codes (``segment.tissue_codes``: 0 background, 1 oedema, 2 core,
+        3 enhancing) for the segmentation loss of a lesion gate or a unet."""
         if self.seg is None:
             shown = ", ".join(self.seg_missing[:10]) + (" ..." if len(self.seg_missing) > 10 else "")
-            raise InputError(f"a lesion-gated model needs a segmentation for every case; {len(self.seg_missing)} "
-                             f"lack one: {shown} (train without lesion_gate, or add their *_seg files)")
-        return torch.from_numpy((self.seg > 0).astype(np.uint8))[:, None]
+            raise InputError(f"a lesion-gated or unet model needs a segmentation for every case; "
+                             f"{len(self.seg_missing)} lack one: {shown} (train without lesion_gate and not with "
+                             "unet, or add their *_seg files)")
+        return torch.from_numpy(tissue_codes(self.seg))[:, None]
 
     def fingerprint(self) -> list[list[str | int]]:
         """Subjects and labels in order: what a finished fold must have been trained on to be reused."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gliomagrade.augment import AugmentConfig, augment_batch, warp_masks
+from gliomagrade.segment import tissue_fractions
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ def prepare_pair(
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``prepare_batch`` plus ``(B, 1, D, H, W)`` masks moved by the same flips and affines (float32)."""
+    """``prepare_batch`` plus ``(B, 1, D, H, W)`` tissue codes (``segment.tissue_codes``) as ``(B, 3, D, H,
+    W)`` float32 masks of oedema / core / enhancing, moved by the same flips and affines."""
+    masks = None if masks is None else tissue_fractions(masks)
     if augment is not None:
         if generator is None:
             raise ValueError("augmentation needs a seeded torch.Generator")
@@ -100,16 +103,25 @@ def prepare_pair(
         masks = None if masks is None else warp_masks(masks, params)
     else:
         x = x.float()
-        masks = None if masks is None else masks.float()
     if channels_last and x.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return x, masks
 
 
 def lesion_targets(masks: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-    """Each feature cell's lesion fraction: ``(B, 1, D, H, W)`` masks averaged onto ``grid``."""
+    """Each cell's share of every tissue class: ``(B, 3, D, H, W)`` masks averaged onto ``grid``."""
     pool = F.adaptive_avg_pool3d if masks.ndim == 5 else F.adaptive_avg_pool2d
     return pool(masks.float(), grid).clamp(0, 1)
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """A lesion gate's ``(B, 1, ...)`` logits: binary cross entropy against each cell's lesion fraction; a
+    U-Net's ``(B, 4, ...)``: soft cross entropy against background + the tissue classes' fractions."""
+    target = lesion_targets(masks, tuple(logits.shape[2:]))
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits.float(), target.sum(dim=1, keepdim=True).clamp(0, 1))
+    target = torch.cat([(1.0 - target.sum(dim=1, keepdim=True)).clamp(0, 1), target], dim=1)
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
 def train_step(
@@ -131,9 +143,9 @@ def train_step(
     ``GradingNet``): evidence-free tissue is pushed to zero activation, so the exact CAM is sparse and
     points at what drove the call instead of carrying a brain-wide offset. ``sequence_loss`` > 0 adds
     that multiple of the mean loss of each per-sequence encoder's logit share (``sequence_logits``;
-    nothing for a model with one encoder). ``lesion_loss`` > 0 with ``lesion`` masks ``(B, 1, D, H, W)``
-    adds that multiple of the lesion gate's binary cross entropy against each feature cell's lesion
-    fraction (a ``lesion_gate`` model; nothing otherwise).
+    nothing for a model with one encoder). ``lesion_loss`` > 0 with ``lesion`` masks ``(B, 3, D, H, W)``
+    (``prepare_pair``) adds that multiple of the ``segmentation_loss`` of a ``lesion_gated`` model's
+    segmentation logits (nothing otherwise).
     """
     optimizer.zero_grad(set_to_none=True)
     per_sequence = sequence_loss > 0 and getattr(model, "sequence_groups", 1) > 1
@@ -154,8 +166,7 @@ def train_step(
         loss = loss + sequence_loss * torch.stack([loss_fn(shares[:, g], y) for g in range(shares.shape[1])]).mean()
     if gate_logits is not None:
         assert lesion is not None  # gated implies masks
-        target = lesion_targets(lesion, tuple(gate_logits.shape[2:]))
-        loss = loss + lesion_loss * F.binary_cross_entropy_with_logits(gate_logits.float(), target)
+        loss = loss + lesion_loss * segmentation_loss(gate_logits, lesion)
     loss.backward()
     optimizer.step()
     return loss.detach()

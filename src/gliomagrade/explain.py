@@ -102,7 +102,14 @@ def grad_cam(
     if target is None:
         raise InputError(f"layer {layer!r} not found in {type(model).__name__}")
     captured: list[torch.Tensor] = []
-    handle = target.register_forward_hook(lambda _m, _i, out: captured.append(out))
+
+    def hook(_module: nn.Module, _inputs: object, out: torch.Tensor) -> torch.Tensor:
+        if not out.requires_grad:  # a unet's maps are detached from its input by design
+            out = out.detach().requires_grad_(True)
+        captured.append(out)
+        return out
+
+    handle = target.register_forward_hook(hook)
     was_training = model.training
     model.eval()
     try:

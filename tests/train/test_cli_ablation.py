@@ -87,3 +87,20 @@ def test_lesion_gate_switch_on_the_command_line(cohort_dir: Path, profile_yaml: 
     assert rc == 0
     cfg = json.loads((tmp_path / "tissue" / "folds" / "0" / "meta.json").read_text())["train_config"]
     assert cfg["model_kwargs"]["tissue_width"] == 32 and cfg["lesion_loss"] == 0.5
+
+
+def test_unet_on_the_command_line(cohort_dir: Path, profile_yaml: Path, tmp_path: Path) -> None:
+    """--model unet trains a segment-then-grade fold; a grid its strides do not divide and --lesion-gate off
+    with it are refused, naming why."""
+    assert main(["train", "--cohort", str(cohort_dir), "--profile", str(profile_yaml), "--out", str(tmp_path / "g"),
+                 "--fold", "0", "--model", "unet", "--quiet"]) == 2  # 12^3 and strides (2, 2, 2)
+    unet = tmp_path / "unet.yaml"
+    unet.write_text(tiny_profile(epochs=1, model="unet", model_kwargs={"channels": [4, 8, 16], "strides": [2, 2]}
+                                 ).to_yaml())
+    rc = main(["train", "--cohort", str(cohort_dir), "--profile", str(unet), "--out", str(tmp_path / "u"),
+               "--fold", "0", "--model", "unet", "--quiet"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "u" / "folds" / "0" / "meta.json").read_text())["train_config"]
+    assert cfg["model"] == "unet" and cfg["model_kwargs"]["strides"] == [2, 2] and cfg["lesion_loss"] == 1.0
+    assert main(["train", "--cohort", str(cohort_dir), "--profile", str(unet), "--out", str(tmp_path / "x"),
+                 "--fold", "0", "--model", "unet", "--lesion-gate", "off", "--quiet"]) == 2

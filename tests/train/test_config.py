@@ -85,3 +85,16 @@ def test_lesion_gate_and_lesion_loss_come_together() -> None:
         "lesion_gate": True}
     with pytest.raises(ConfigError, match="tissue_width 16 needs model_kwargs.lesion_gate: true"):
         quick.with_overrides(train={"model_kwargs": {"tissue_width": 16}})
+
+
+def test_unet_drops_the_gate_options_and_needs_the_segmentation_loss() -> None:
+    quick = load_profile("quick")
+    unet = quick.with_overrides(train={"model": "unet"})
+    assert unet.train.model_kwargs == {} and unet.train.lesion_loss == quick.train.lesion_loss
+    assert build_model("unet", 4, 2, **unet.train.model_kwargs).lesion_gated
+    plain = quick.with_overrides(train={"model_kwargs": {"lesion_gate": False}, "lesion_loss": 0.0})
+    assert plain.with_overrides(train={"model": "unet"}).train.lesion_loss == 1.0, "a profile without one gets 1.0"
+    with pytest.raises(ConfigError, match="unet needs lesion_loss > 0"):
+        unet.with_overrides(train={"lesion_loss": 0.0})
+    with pytest.raises(ConfigError, match="unet segments the lesion itself"):
+        unet.with_overrides(train={"model_kwargs": {"lesion_gate": True}})

@@ -218,6 +218,7 @@ def test_fit_fold_trains_the_gate_on_augmented_lesion_masks(toy: Cohort, tmp_pat
     test cases' lesions better than the same network untrained."""
     from gliomagrade.engine import lesion_targets
     from gliomagrade.models import build_model
+    from gliomagrade.segment import tissue_fractions
 
     kw = {"channels": [8, 16, 32], "strides": [1, 2, 2], "lesion_gate": True}
     cfg = tiny_profile(epochs=6, min_epochs=6, augment=True, model_kwargs=kw, lesion_loss=1.0).train
@@ -231,7 +232,7 @@ def test_fit_fold_trains_the_gate_on_augmented_lesion_masks(toy: Cohort, tmp_pat
     for net in (build_model("smallcnn", 4, 2, **kw).eval(), model):
         with torch.no_grad():
             gate = net.forward_with_gate(x)[2]
-        target = lesion_targets(toy.lesion_masks()[idx], tuple(gate.shape[2:]))
+        target = lesion_targets(tissue_fractions(toy.lesion_masks()[idx]), tuple(gate.shape[2:])).sum(1, keepdim=True)
         bce.append(float(torch.nn.functional.binary_cross_entropy_with_logits(gate, target)))
     assert bce[1] < 0.7 * bce[0]
 
@@ -245,3 +246,28 @@ def test_a_lesion_gate_without_segmentations_names_the_cases(tmp_path: Path) -> 
     split = make_splits(bare.labels, bare.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
     with pytest.raises(InputError, match=r"needs a segmentation for every case; 12 lack one: SYN000"):
         fit_fold(bare, split, cfg, tmp_path / "f", progress=False)
+
+
+def test_fit_fold_trains_a_unet_to_segment_and_grade(toy: Cohort, tmp_path: Path) -> None:
+    """``--model unet`` on the quick profile: the gate options drop, the segmentation loss stays; the kept
+    U-Net segments the held-out lesions better than untrained, and its grade separates them."""
+    from gliomagrade.engine import segmentation_loss
+    from gliomagrade.models import build_model
+    from gliomagrade.segment import tissue_fractions
+
+    kw = {"channels": [8, 16, 32], "strides": [2, 2]}
+    cfg = tiny_profile(epochs=12, min_epochs=12, augment=False, model="unet", model_kwargs=kw).train
+    assert cfg.lesion_loss == 1.0 and "lesion_gate" not in cfg.model_kwargs
+    split = make_splits(toy.labels, toy.subject_ids, n_folds=3, val_fraction=0.25, seed=0)[0]
+    res = fit_fold(toy, split, cfg, tmp_path / "u", progress=False)
+    model, _ = load_checkpoint(tmp_path / "u")
+    assert model.name == "unet" and model.lesion_gated
+    idx = torch.from_numpy(split.test)
+    x, masks = toy.images[idx].float(), tissue_fractions(toy.lesion_masks()[idx])
+    losses = []
+    for net in (build_model("unet", 4, 2, **kw).eval(), model):
+        with torch.no_grad():
+            losses.append(float(segmentation_loss(net.forward_with_gate(x)[2], masks)))
+    assert losses[1] < 0.5 * losses[0]
+    margin = res.test_logits[:, 1] - res.test_logits[:, 0]
+    assert margin[res.test_labels == 1].min() > margin[res.test_labels == 0].max()

@@ -18,7 +18,8 @@ def write_cohort(root: Path, n: int = 24, *, grid: tuple[int, int, int] = GRID, 
                  hgg_fraction: float = 0.5, signal: float = 2.0, with_seg: bool = True) -> Path:
     """Write ``cohort.csv`` + ``cases/<id>.npz``: a brain ellipsoid (z-scored, 0 outside) with a
     'tumour' blob (oedema on flair in every case) whose t1ce is enhanced by ``signal`` in WHO IV (HGG)
-    and by 0.3 in WHO III; WHO grades of LGG cases alternate II/III."""
+    and by 0.3 in WHO III; WHO grades of LGG cases alternate II/III. The segmentation labels the blob
+    enhancing (4) in HGG and oedema (2) otherwise."""
     rng = np.random.default_rng(seed)
     (root / "cases").mkdir(parents=True, exist_ok=True)
     d, h, w = grid
@@ -36,7 +37,7 @@ def write_cohort(root: Path, n: int = 24, *, grid: tuple[int, int, int] = GRID, 
         image[SEQUENCES.index("flair"), blob] += 1.5  # oedema in every tumour
         image[SEQUENCES.index("t1ce"), blob] += signal * (g == 4) + 0.3 * (g == 3)
         image[:, ~brain] = 0
-        seg = np.where(blob & brain, 2, 0).astype(np.uint8)
+        seg = np.where(blob & brain, 4 if g == 4 else 2, 0).astype(np.uint8)  # BraTS: enhancing / oedema
         arrays = {"image": image.astype(np.float16), "mask": brain.astype(np.uint8)}
         if with_seg:
             arrays["seg"] = seg

@@ -42,7 +42,7 @@ def _common(p: argparse.ArgumentParser, *, sequences: bool = True) -> None:
     p.add_argument("--task", choices=("binary", "who"), help="LGG/HGG or WHO II/III/IV")
     if sequences:
         p.add_argument("--sequences", help="comma-separated subset of t1,t1ce,t2,flair")
-    p.add_argument("--model", help="network name (smallcnn, densenet121, resnet18, ...)")
+    p.add_argument("--model", help="network name (smallcnn, densenet121, resnet18, ..., unet: segment, then grade)")
     p.add_argument("--folds", type=int, help="number of CV folds")
     p.add_argument("--epochs", type=int, help="maximum epochs per fold")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
@@ -64,6 +64,8 @@ def _profile(args: argparse.Namespace) -> Any:
     if getattr(args, "lesion_gate", None) is None:
         return profile
     mode, cfg = args.lesion_gate, profile.train
+    if cfg.model == "unet":  # no gate: --lesion-gate only says whether to use the segmentations
+        return profile.with_overrides(train={"lesion_loss": (cfg.lesion_loss or 1.0) if mode != "off" else 0.0})
     kwargs = {k: v for k, v in cfg.model_kwargs.items() if k not in GATE_OPTIONS} | {"lesion_gate": mode != "off"}
     if mode == "tissue":
         kwargs["tissue_width"] = cfg.model_kwargs.get("tissue_width") or DEFAULT_TISSUE_WIDTH
