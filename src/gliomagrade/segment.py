@@ -5,8 +5,9 @@ The grade evidence a radiologist reads is mostly the lesion's make-up: enhanceme
 t1ce, how far the oedema reaches on T2/FLAIR. ``SegmentThenGrade`` makes that explicit. A MONAI U-Net,
 trained only by a segmentation loss (``TrainConfig.lesion_loss``: soft cross entropy against the
 masks of the ``TISSUE_CLASSES``), gives class probabilities ``p_c`` on the input grid. Its feature maps
-are, detached, ``[p_c, p_c / mean(lesion)]`` divided per channel by a running scale (``PooledScale``),
-so their global average is each class's share of the grid (an amount) and of the lesion (a fraction).
+are, detached, ``[p_c, p_c / mean(lesion)]`` standardised as their global averages would be by
+``BatchNorm1d`` (``PooledNorm``), so the global average is each class's share of the grid (an amount)
+and of the lesion (a fraction), standardised.
 The head is the usual GAP + linear, so the class activation map is exact and lies on the predicted
 lesion by construction (training.md, round 7: CAM mass 0.83, pointing 0.97 on cohort C, folds 0-2).
 """
@@ -41,27 +42,32 @@ def tissue_fractions(codes: torch.Tensor) -> torch.Tensor:
     return (codes == classes.view(shape)).float()
 
 
-class PooledScale(nn.Module):
-    """Divide each channel of a map by the running standard deviation of its global average.
+class PooledNorm(nn.Module):
+    """``BatchNorm1d`` (no affine) of the maps' global averages, done on the maps themselves.
 
-    The GAP of the output is then ~unit-scale per channel (what ``BatchNorm1d`` would do to the pooled
-    values) while the map keeps its zero where the lesion is absent: no centring, so the CAM outside
-    the predicted lesion stays 0 and the linear head's bias absorbs the mean. Batch statistics in
-    training, running statistics otherwise (a constant in the exported graph).
+    ``out = (fmap - mean * where) / std`` per channel, where ``where`` is a 1-channel map whose global
+    average is 1 (the lesion probability over its mean): GAP of the output is exactly the standardised
+    GAP of the input, so the head stays GAP + linear, while the centring lands on the predicted lesion
+    and the maps stay 0 off it (the CAM too). Batch statistics in training, running statistics
+    otherwise (constants in the exported graph).
     """
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
-    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        var = self.running_var
+    def forward(self, fmap: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        mean, var = self.running_mean, self.running_var
         if self.training and fmap.shape[0] > 1:
-            var = fmap.detach().float().flatten(2).mean(dim=2).var(dim=0, unbiased=False)
-            self.running_var.lerp_(var, self.momentum)
+            pooled = fmap.detach().float().flatten(2).mean(dim=2)
+            mean, var = pooled.mean(dim=0), pooled.var(dim=0, unbiased=False)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(pooled.var(dim=0, unbiased=True), self.momentum)
         shape = (1, -1) + (1,) * (fmap.ndim - 2)
-        return fmap / torch.sqrt(var + self.eps).to(fmap.dtype).view(shape)
+        mean, std = mean.to(fmap.dtype).view(shape), torch.sqrt(var + self.eps).to(fmap.dtype).view(shape)
+        return (fmap - mean * where) / std
 
 
 class SegmentThenGrade(nn.Module):
@@ -78,20 +84,21 @@ class SegmentThenGrade(nn.Module):
 
         self.unet = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=len(TISSUE_CLASSES) + 1,
                          channels=channels, strides=strides, num_res_units=num_res_units, norm=norm)
-        self.scale = PooledScale(2 * len(TISSUE_CLASSES))
+        self.norm = PooledNorm(2 * len(TISSUE_CLASSES))
         self.multiple = int(np.prod(strides))
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled maps ``[p_c, p_c / mean(lesion)]`` and the segmentation logits."""
+        """Standardised maps ``[p_c, p_c / mean(lesion)]`` and the segmentation logits."""
         grid = tuple(x.shape[2:])
         if any(int(s) % self.multiple for s in grid) and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
             raise ConfigError(f"unet: input grid {grid} must be a multiple of {self.multiple} (the product of its "
                               "strides) in every axis; change preprocess.grid or model_kwargs.strides")
         logits = self.unet(x)
         prob = torch.softmax(logits.detach().float(), dim=1)[:, 1:]
-        lesion = prob.sum(dim=1, keepdim=True).mean(dim=tuple(range(2, prob.ndim)), keepdim=True)
-        fmap = torch.cat([prob, prob / (lesion + 1e-6)], dim=1)
-        return self.scale(fmap).to(logits.dtype), logits
+        lesion = prob.sum(dim=1, keepdim=True)
+        mean_lesion = lesion.mean(dim=tuple(range(2, prob.ndim)), keepdim=True) + 1e-6
+        fmap = torch.cat([prob, prob / mean_lesion], dim=1)
+        return self.norm(fmap, lesion / mean_lesion).to(logits.dtype), logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_logits(x)[0]

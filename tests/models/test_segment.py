@@ -14,7 +14,7 @@ from gliomagrade.errors import ConfigError
 from gliomagrade.explain import cam_from_features, grad_cam
 from gliomagrade.export import export_onnx, ort_session
 from gliomagrade.models import build_model
-from gliomagrade.segment import PooledScale, tissue_codes, tissue_fractions
+from gliomagrade.segment import PooledNorm, tissue_codes, tissue_fractions
 
 KW = {"channels": (4, 8, 16), "strides": (2, 2)}
 
@@ -27,8 +27,8 @@ def test_tissue_codes_follow_the_brats_labels() -> None:
 
 
 def test_maps_pool_to_class_amounts_and_lesion_fractions() -> None:
-    """Fresh (unit running scale), GAP of the first 3 maps = each class's share of the grid, of the last
-    3 = its share of the lesion (they sum to 1); logits = GAP + linear over them."""
+    """Fresh (zero running mean, unit variance), GAP of the first 3 maps = each class's share of the grid,
+    of the last 3 = its share of the lesion (they sum to 1); logits = GAP + linear over them."""
     torch.manual_seed(0)
     model = build_model("unet", 2, 2, **KW).eval()
     x = torch.randn(2, 2, 16, 16, 16)
@@ -43,13 +43,22 @@ def test_maps_pool_to_class_amounts_and_lesion_fractions() -> None:
     assert model.lesion_gated and model.feature_channels == 6
 
 
-def test_pooled_scale_learns_the_spread_of_the_pooled_maps() -> None:
-    scale = PooledScale(2, momentum=1.0)
-    fmap = torch.rand(8, 2, 4, 4, 4) * torch.tensor([1.0, 100.0]).view(1, 2, 1, 1, 1)
-    scale.train()(fmap)
-    out = scale.eval()(fmap)
-    assert torch.allclose(out.mean(dim=(2, 3, 4)).std(0, unbiased=False), torch.ones(2), atol=0.03)  # eps 1e-5
-    assert (out[fmap == 0] == 0).all() and scale(torch.zeros(1, 2, 4, 4, 4)).abs().max() == 0  # no centring
+def test_pooled_norm_is_batchnorm1d_of_the_global_averages() -> None:
+    """GAP of the output = BatchNorm1d(affine=False) of GAP of the input, in training and in eval; the
+    centring sits where ``where`` is, so a map that is 0 there and off it stays 0."""
+    torch.manual_seed(0)
+    fmap = torch.rand(8, 2, 4, 4, 4) * torch.tensor([0.01, 100.0]).view(1, 2, 1, 1, 1)
+    where = torch.zeros(8, 1, 4, 4, 4)
+    where[:, :, 1:3, 1:3, 1:3] = 8.0  # GAP 1
+    fmap[:, :, 0] = 0
+    ours, ref = PooledNorm(2), torch.nn.BatchNorm1d(2, affine=False)
+    for mode in (True, False):
+        ours.train(mode), ref.train(mode)
+        for _ in range(3 if mode else 1):
+            out = ours(fmap, where)
+            expected = ref(fmap.mean(dim=(2, 3, 4)))
+        torch.testing.assert_close(out.mean(dim=(2, 3, 4)), expected, rtol=1e-4, atol=1e-4)
+        assert (out[:, :, 0] == 0).all()
 
 
 def test_cam_equals_grad_cam_although_the_maps_are_detached() -> None:
@@ -77,7 +86,7 @@ def test_unet_options_are_checked() -> None:
         build_model("unet", 1, 2, channels=(2, 2, 2, 2), strides=(2, 2, 2))(torch.zeros(1, 1, 12, 12, 12))
 
 
-def test_unet_exports_with_its_maps_and_running_scale(tmp_path: Path) -> None:
+def test_unet_exports_with_its_maps_and_running_statistics(tmp_path: Path) -> None:
     torch.manual_seed(2)
     model = build_model("unet", 4, 2, **KW)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -86,7 +95,7 @@ def test_unet_exports_with_its_maps_and_running_scale(tmp_path: Path) -> None:
         train_step(model, opt, torch.nn.functional.cross_entropy, torch.randn(4, 4, 16, 16, 16),
                    torch.tensor([0, 1, 0, 1]), lesion=masks, lesion_loss=1.0)
     model.eval()
-    assert not torch.equal(model.features.scale.running_var, torch.ones(6))
+    assert not torch.equal(model.features.norm.running_var, torch.ones(6))
     result = export_onnx(model, tmp_path, model_name="m", input_shape=(4, 16, 16, 16))
     assert result.max_abs_diff <= 1e-4 and result.feature_shape == (6, 16, 16, 16)
     x = torch.randn(1, 4, 16, 16, 16)
