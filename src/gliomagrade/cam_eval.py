@@ -10,7 +10,9 @@ the brain (the input is zero outside it), and scored against tumour + oedema (Br
 - ``cam_mass_inside``: the fraction of positive CAM mass inside the tumour + oedema;
 - ``pointing_hit``: whether the CAM's maximum lies inside it (the pointing game);
 - ``evidence_<sequence>`` (models with per-sequence encoders): that encoder's share of the
-  highest-grade logit, centred over the classes, i.e. how far each sequence pushed the call.
+  highest-grade logit, centred over the classes, i.e. how far each sequence pushed the call;
+- ``dice_lesion`` (lesion-gated models and ``unet``) and ``dice_<class>`` (``unet``): how well the model's
+  own segmentation of the held-out case matches its labels (``segment.segmentation_dice``).
 
 Writes ``RUN/cam/cam_stats.csv`` (read by ``evaluate.cam_summary``) and overlays of the best and worst
 cases on t1ce and FLAIR (``RUN/cam/*.png``, shown in the report).
@@ -28,6 +30,7 @@ import torch
 
 from gliomagrade.constants import SEQUENCES
 from gliomagrade.explain import cam_from_features, cam_mass_inside, pointing_game, tumour_mask, upsample_cam
+from gliomagrade.segment import segmentation_dice
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ def score_fold(fold_dir: Path, cohort_dir: Path, rows: pd.DataFrame, class_names
             continue
         x = torch.from_numpy(image[channels].astype(np.float32))[None]
         with torch.no_grad():
-            _, fmap = model.forward_with_features(x)
+            _, fmap, seg_logits = model.forward_with_gate(x)
         probs = [float(getattr(row, f"prob_{c}")) for c in class_names]
         target = len(class_names) - 1  # the highest grade, as served
         cam = upsample_cam(cam_from_features(fmap[0], weight, target), brain.shape) * brain
@@ -77,6 +80,8 @@ def score_fold(fold_dir: Path, cohort_dir: Path, rows: pd.DataFrame, class_names
                  "cam_mass_inside": cam_mass_inside(cam, tumour_mask(seg)),
                  "pointing_hit": bool(pointing_game(cam, tumour_mask(seg)))}
         stats |= sequence_evidence(model, fmap, sequences, target)
+        if seg_logits is not None:  # a lesion gate's or a unet's own segmentation of the case
+            stats |= segmentation_dice(seg_logits[0], seg)
         out.append((stats, CaseCam(str(row.subject_id), cam, image, seg, sequences)))
     return out
 

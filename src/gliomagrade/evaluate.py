@@ -183,7 +183,8 @@ def _fold_threshold(meta: dict[str, Any], fold: int) -> float:
 def cam_summary(path: Path, seed: int = 0) -> dict[str, Any] | None:
     """Mean CAM mass inside the tumour (bootstrap CI) and pointing-game hit rate (Wilson CI), over all
     scored cases and (``high_grade_predicted``) over those the model calls high grade: the cases where
-    the served map is the evidence for the call."""
+    the served map is the evidence for the call; and the mean Dice of the model's own segmentation
+    (``segmentation_dice``, lesion-gated models and unet)."""
     if not path.is_file():
         return None
     df = pd.read_csv(path, dtype={"subject_id": str})
@@ -193,12 +194,22 @@ def cam_summary(path: Path, seed: int = 0) -> dict[str, Any] | None:
     out = _cam_stats(df, seed)
     if {"predicted", "cam_class"} <= set(df.columns):
         out["high_grade_predicted"] = _cam_stats(df[df["predicted"] == df["cam_class"]], seed)
+    dice = [c for c in df.columns if c.startswith("dice_")]
+    if dice:
+        out["segmentation_dice"] = {c.removeprefix("dice_"): _mean_or_nan(df[c]) for c in dice}
     evidence = [c for c in df.columns if c.startswith("evidence_")]
     if evidence and "label" in df.columns:
         means = df.groupby("label")[evidence].mean()
         out["sequence_evidence"] = {c.removeprefix("evidence_"): {str(k): float(v) for k, v in means[c].items()}
                                     for c in evidence}
     return out
+
+
+def _mean_or_nan(values: pd.Series) -> float:
+    """Mean of the finite values (NaN: a class absent from both prediction and labels), NaN if none."""
+    finite = values.to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if finite.size else math.nan
 
 
 def _cam_stats(df: pd.DataFrame, seed: int) -> dict[str, Any]:

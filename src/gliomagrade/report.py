@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -467,6 +468,9 @@ def _cam_html(run: Path, cam: dict[str, Any] | None, class_names: list[str]) -> 
                 f"{fmt(hg['pointing_rate'], hg['pointing_ci'])}.</p>"
             )
         parts.append(_evidence_html(cam.get("sequence_evidence"), class_names))
+        if dice := cam.get("segmentation_dice"):
+            shown = ", ".join(f"{_e(k)} {v:.2f}" if math.isfinite(v) else f"{_e(k)} n/a" for k, v in dice.items())
+            parts.append(f"<p>The model's own segmentation of the held-out cases, mean Dice: {shown}.</p>")
     if pngs:
         imgs = "".join(
             f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" alt="{_e(p.stem)}" title="{_e(p.stem)}">'

@@ -103,3 +103,23 @@ class SegmentThenGrade(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_logits(x)[0]
 
+
+
+def segmentation_dice(logits: torch.Tensor, seg: np.ndarray) -> dict[str, float]:
+    """Dice of one case's predicted segmentation against its BraTS labels ``seg`` (NaN where both are
+    empty): ``dice_lesion`` from a lesion gate's ``(1, ...)`` logits (upsampled to the grid) or a unet's
+    ``(4, ...)``, which also gives ``dice_<class>`` for each of the ``TISSUE_CLASSES``."""
+    from monai.metrics import compute_dice
+
+    truth = torch.from_numpy(tissue_codes(seg)).long()
+    up = nn.functional.interpolate(logits[None].float(), size=truth.shape, mode="trilinear", align_corners=False)[0]
+    pred = (up[0] > 0).long() if up.shape[0] == 1 else up.argmax(dim=0)
+    pairs = {"lesion": (pred > 0, truth > 0)}
+    if up.shape[0] > 1:
+        pairs |= {name: (pred == code, truth == code) for code, name in enumerate(TISSUE_CLASSES, start=1)}
+
+    def dice(a: torch.Tensor, b: torch.Tensor) -> float:
+        onehot = [torch.stack([~m, m])[None].float() for m in (a, b)]
+        return float(compute_dice(onehot[0], onehot[1], include_background=False, ignore_empty=True))
+
+    return {f"dice_{name}": dice(a, b) for name, (a, b) in pairs.items()}

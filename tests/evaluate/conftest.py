@@ -146,6 +146,8 @@ def _cam(root: Path, subjects: pd.Series, labels: pd.Series, rng: np.random.Gene
             "label": labels,
             "evidence_t1ce": np.where(labels == 1, 2.0, -1.0),  # per-sequence encoders: each one's push
             "evidence_flair": 0.5,
+            "dice_lesion": np.linspace(0.6, 0.8, len(subjects)),  # a lesion-gated or unet model's segmentation
+            "dice_core": np.nan,  # absent from labels and prediction in every case
         }
     ).to_csv(cam / "cam_stats.csv", index=False)
     yy, xx = np.mgrid[-1:1:48j, -1:1:48j]

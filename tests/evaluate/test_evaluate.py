@@ -69,6 +69,7 @@ def test_binary_run(binary_run: Path, binary_metrics_result: dict):
     )
     assert r["cam"]["high_grade_predicted"]["n"] == 100  # every third case is predicted LGG
     assert r["cam"]["sequence_evidence"] == {"t1ce": {"0": -1.0, "1": 2.0}, "flair": {"0": 0.5, "1": 0.5}}
+    assert r["cam"]["segmentation_dice"]["lesion"] == pytest.approx(0.7) and np.isnan(r["cam"]["segmentation_dice"]["core"])
     variants = {row["variant"]: row for row in r["ablation"]}
     assert "delta_auc" not in variants["full"]
     assert variants["no_signal"]["delta_auc_ci"][1] < 0  # losing the informative features hurts, with CI

@@ -35,6 +35,7 @@ def test_binary_report_has_figures_tables_cam_ablation_and_model_card(
     # roc, reliability, confusion, training, ablation + one CAM montage
     assert len(re.findall(r'src="data:image/png;base64,', text)) == 6
     assert "<h2>Ablation</h2>" in text and "<h2>Grad-CAM</h2>" in text and "pointing-game hit rate" in text
+    assert "own segmentation of the held-out cases, mean Dice: lesion 0.70, core n/a" in text
     assert "<tr><td>t1ce</td><td>-1.00</td><td>+2.00</td></tr>" in text  # per-sequence evidence, by true class
     assert (binary_run / "report" / "ablation.png").is_file()
 

@@ -14,7 +14,7 @@ from gliomagrade.errors import ConfigError
 from gliomagrade.explain import cam_from_features, grad_cam
 from gliomagrade.export import export_onnx, ort_session
 from gliomagrade.models import build_model
-from gliomagrade.segment import PooledNorm, tissue_codes, tissue_fractions
+from gliomagrade.segment import PooledNorm, segmentation_dice, tissue_codes, tissue_fractions
 
 KW = {"channels": (4, 8, 16), "strides": (2, 2)}
 
@@ -136,3 +136,18 @@ def test_the_unet_learns_to_segment_from_the_segmentation_loss_alone() -> None:
     pred, truth = seg.argmax(1), (m_test * torch.tensor([1, 2, 3]).view(1, 3, 1, 1, 1)).sum(1)
     inter = ((pred == truth) & (truth > 0)).sum()
     assert 2 * inter / ((pred > 0).sum() + (truth > 0).sum()) > 0.7  # Dice of the classes over the lesion
+
+
+def test_segmentation_dice_of_a_unet_and_of_a_gate() -> None:
+    seg = np.zeros((8, 8, 8), np.uint8)
+    seg[2:6, 2:6, 2:6] = 2
+    seg[3:5, 3:5, 3:5] = 4  # 8 enhancing voxels inside 56 of oedema
+    logits = torch.full((4, 8, 8, 8), -5.0)
+    logits[0] = 5.0
+    logits[1, 2:6, 2:6, 2:6], logits[0, 2:6, 2:6, 2:6] = 5.0, -5.0  # the whole lesion called oedema
+    scores = segmentation_dice(logits, seg)
+    assert scores["dice_lesion"] == 1.0 and scores["dice_enhancing"] == 0.0 and np.isnan(scores["dice_core"])
+    assert scores["dice_oedema"] == pytest.approx(2 * 56 / (64 + 56))
+    gate = torch.full((1, 4, 4, 4), -5.0)
+    gate[0, 1:3, 1:3, 1:3] = 5.0  # the same cube on a 2x coarser grid
+    assert segmentation_dice(gate, seg) == {"dice_lesion": pytest.approx(1.0, abs=0.1)}  # trilinear edges

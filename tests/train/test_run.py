@@ -116,3 +116,6 @@ def test_run_scores_cams_against_the_segmentation(run) -> None:
     assert len(list((out / "cam").glob("*_best_*.png"))) >= 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["cam"]["n"] == len(stats) and metrics["cam"]["n_scored"] == len(scored)
+    # the lesion-gated model's own segmentation of each held-out case is scored too
+    assert stats["dice_lesion"].between(0, 1).all()
+    assert metrics["cam"]["segmentation_dice"]["lesion"] == pytest.approx(stats["dice_lesion"].mean())
