@@ -9,7 +9,7 @@ are, detached, ``[p_c, p_c / mean(lesion)]`` standardised as their global averag
 ``BatchNorm1d`` (``PooledNorm``), so the global average is each class's share of the grid (an amount)
 and of the lesion (a fraction), standardised.
 The head is the usual GAP + linear, so the class activation map is exact and lies on the predicted
-lesion by construction (training.md, round 7: CAM mass 0.83, pointing 0.97 on cohort C, folds 0-2).
+lesion by construction (training.md, round 8: CAM mass 0.71, pointing 0.80 over cohort C's full CV).
 """
 
 from __future__ import annotations
