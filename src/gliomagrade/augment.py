@@ -209,10 +209,10 @@ def _warp(out: torch.Tensor, p: AugmentParams, d: dict[str, torch.Tensor]) -> to
 
 
 def warp_masks(masks: torch.Tensor, p: AugmentParams) -> torch.Tensor:
-    """Move ``(B, 1, D, H, W)`` masks with the batch's flips and affines (no intensity steps), as float32
+    """Move ``(B, C, D, H, W)`` masks with the batch's flips and affines (no intensity steps), as float32
     fractions: the lesion targets of an augmented batch stay on the lesion they describe."""
     if masks.ndim != 5 or masks.shape[0] != p.flip.shape[0]:
-        raise ValueError(f"masks of shape {tuple(masks.shape)} do not fit a batch of {p.flip.shape[0]} (B, 1, D, H, W)")
+        raise ValueError(f"masks of shape {tuple(masks.shape)} do not fit a batch of {p.flip.shape[0]} (B, C, D, H, W)")
     return _warp(masks.to(dtype=torch.float32, copy=True).contiguous(), p, _on_device(p, masks.device))
 
 

@@ -312,7 +312,7 @@ def _gather(masks: torch.Tensor, index: np.ndarray, device: torch.device) -> tor
 def make_batches(cohort: Cohort, device: torch.device, *, on_device: bool, workers: int = 0, lesion: bool = False
                  ) -> DeviceBatches | LoaderBatches:
     """The GPU-resident source when ``on_device`` (the full profile), else the DataLoader source; with
-    ``lesion`` it also serves each batch's tumour + oedema masks (``lesion_batch``)."""
+    ``lesion`` it also serves each batch's tissue codes (``lesion_batch``; ``Cohort.lesion_masks``)."""
     if on_device:
         return DeviceBatches.from_cohort(cohort, device, lesion=lesion)
     return LoaderBatches(cohort, device, workers=workers, lesion=lesion)

@@ -168,8 +168,8 @@ def build_model(
     unet (``segment.SegmentThenGrade``: segment, then grade from the lesion's make-up; trains only with
     ``lesion_loss``): ``channels`` (16, 32, 64, 128), ``strides`` (2, 2, 2), ``num_res_units`` (1), ``norm``.
     resnetN: ``shortcut_type`` ("A"|"B"), ``bias_downsample`` (defaults: MONAI/MedicalNet's),
-    ``conv1_t_stride`` (2). densenet121 / efficientnet-b0: ``norm``. Every family: ``lesion_gate``
-    but unet (``LesionGate``: pool over the predicted lesion) and, with it, ``tissue_width`` (a shallow tissue path
+    ``conv1_t_stride`` (2). densenet121 / efficientnet-b0: ``norm``. Every family but unet: ``lesion_gate``
+    (``LesionGate``: pool over the predicted lesion) and, with it, ``tissue_width`` (a shallow tissue path
     pooled under the gate). Nothing is ever downloaded.
     """
     key = name.lower()

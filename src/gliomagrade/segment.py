@@ -90,7 +90,8 @@ class SegmentThenGrade(nn.Module):
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised maps ``[p_c, p_c / mean(lesion)]`` and the segmentation logits."""
         grid = tuple(x.shape[2:])
-        if any(int(s) % self.multiple for s in grid) and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+        if not tracing and any(int(s) % self.multiple for s in grid):
             raise ConfigError(f"unet: input grid {grid} must be a multiple of {self.multiple} (the product of its "
                               "strides) in every axis; change preprocess.grid or model_kwargs.strides")
         logits = self.unet(x)
